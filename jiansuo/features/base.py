@@ -1,0 +1,130 @@
+"""The one interface every feature extractor implements, and the registry that names them."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built or loaded (missing weights file, wrong layout, ...)."""
+
+
+class Extractor(ABC):
+    """Turns images into L2-normalised float32 feature vectors.
+
+    Decoding and :meth:`preprocess` are pure CPU work with no model state, so the indexing
+    pipeline runs them in threads while :meth:`embed_batch` runs the network.
+    """
+
+    #: Registry name, stored in the index; a query must use the same one.
+    name: str = ""
+    #: Bumped whenever weights handling or preprocessing changes the vectors.
+    version: str = "1"
+    #: Feature dimension.
+    dim: int = 0
+    #: Side of the square network input.
+    input_size: int = 224
+
+    @abstractmethod
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """RGB image → network input, float32 array of shape (3, input_size, input_size)."""
+
+    @abstractmethod
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 inputs → (B, dim) float32 L2-normalised features."""
+
+    def describe(self) -> dict:
+        """What the index records about this extractor, so a mismatch can be detected."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "dim": self.dim,
+            "input_size": self.input_size,
+            "preprocessing": self.preprocessing(),
+        }
+
+    def preprocessing(self) -> str:
+        """Human-readable description of :meth:`preprocess` (stored in the index)."""
+        return ""
+
+    @property
+    def draft_size(self) -> int:
+        """JPEGs may be decoded at reduced scale down to this many pixels a side."""
+        return self.input_size
+
+    def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """Embed already-decoded RGB images (convenience for queries and tests)."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = np.stack([self.preprocess(im) for im in images[start : start + batch_size]])
+            out.append(self.embed_batch(chunk))
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(out)
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+# name -> factory(weights: str | None) -> Extractor
+_REGISTRY: dict[str, Callable[..., Extractor]] = {}
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def register(name: str) -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
+    """Decorator: make a factory available under ``name`` (for ``--model``)."""
+
+    def deco(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`get_extractor`."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None) -> Extractor:
+    """Build the extractor called ``name``; ``weights`` names a weights file where the model needs one."""
+    _load_builtin()
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
+    return factory(weights=weights)
+
+
+_CACHE: dict[tuple[str, str | None], Extractor] = {}
+
+
+def cached_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None) -> Extractor:
+    """Like :func:`get_extractor`, but one instance per process (a server loads its model once)."""
+    key = (name, os.fspath(weights) if weights else None)
+    if key not in _CACHE:
+        _CACHE[key] = get_extractor(name, weights=weights)
+    return _CACHE[key]
+
+
+def _load_builtin() -> None:
+    # Imported lazily so `jiansuo --help` does not pay for torch/onnxruntime.
+    from . import efficientnet, vgg16  # noqa: F401
+
+
+def to_chw(img: Image.Image, mean: Iterable[float], std: Iterable[float]) -> np.ndarray:
+    """HWC uint8 RGB image → CHW float32, ``(x - mean) / std`` per channel (values on 0..255)."""
+    arr = np.asarray(img, dtype=np.float32)
+    arr = (arr - np.asarray(tuple(mean), dtype=np.float32)) / np.asarray(tuple(std), dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -1,0 +1,1 @@
+"""VGG16 extractors (being written)."""

@@ -1,0 +1,156 @@
+"""Reading product photos: one place that turns a file into a clean RGB image or a clear error.
+
+Every caller (indexing, search, the site) goes through :func:`load_image`, so a corrupt,
+truncated, empty or oversized file is rejected the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from PIL import Image, ImageFile, ImageOps
+
+# Extensions we index. Matching is case-insensitive (".JPG" and ".Jpeg" are common in shops' exports).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+)
+
+#: Largest image accepted, in pixels. Product photos are rarely above 30 MP; anything far above is
+#: more likely a decompression bomb than a photo.
+DEFAULT_MAX_PIXELS = int(os.environ.get("JIANSUO_MAX_PIXELS", 64_000_000))
+
+# A truncated file must fail loudly, never be half-decoded into a grey image that gets indexed.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image; ``str(err)`` says why in plain words."""
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True when the file name has an image extension we index (any letter case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def iter_image_files(root: str | os.PathLike) -> Iterator[Path]:
+    """Yield every image file under ``root`` recursively, in a stable (sorted) order.
+
+    Hidden files and folders (names starting with '.') are skipped: they are editor and OS
+    droppings, never catalogue photos.
+    """
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_image_path(name):
+                yield Path(dirpath) / name
+
+
+def load_image(
+    source: str | os.PathLike | bytes | BinaryIO,
+    *,
+    draft_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode ``source`` (a path, bytes or a binary file object) into an RGB :class:`PIL.Image.Image`.
+
+    - EXIF orientation is applied, so a phone photo stands the right way up;
+    - transparency is composited on white (product shots are cut out on white);
+    - CMYK, 16-bit, palette and grey images are converted to 8-bit RGB;
+    - animated GIF/WebP give their first frame;
+    - with ``draft_size``, a JPEG is decoded directly at a reduced scale (at least that many pixels
+      on each side), which is several times faster than decoding full size and resizing.
+
+    Raises :class:`ImageError` for an empty, truncated, non-image or oversized (more than
+    ``max_pixels``) input.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError("empty file")
+        fp: BinaryIO | str = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            if os.path.getsize(source) == 0:
+                raise ImageError("empty file")
+        except OSError as exc:
+            raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+        fp = os.fspath(source)
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning is replaced by our explicit, configurable limit below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageError("image has no pixels")
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image too large: {width}x{height} = {width * height:,} pixels "
+                    f"(limit {max_pixels:,}; possible decompression bomb)"
+                )
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large (possible decompression bomb): {exc}") from exc
+    except (Image.UnidentifiedImageError, SyntaxError) as exc:
+        raise ImageError("not an image file (format not recognised)") from exc
+    except OSError as exc:
+        msg = str(exc)
+        if "truncated" in msg or "image file is truncated" in msg or "broken data stream" in msg:
+            raise ImageError(f"truncated or corrupt image data ({msg})") from exc
+        raise ImageError(f"cannot decode image ({msg})") from exc
+    except (ValueError, TypeError, EOFError, MemoryError) as exc:
+        raise ImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        # Palette images may carry transparency in info["transparency"]; RGBA keeps it.
+        img = img.convert("RGBA")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clipping everything to white.
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype("uint8"), "L")
+    if img.mode == "F":
+        img = img.convert("L")
+    if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def fit_square(img: Image.Image, size: int, *, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Resize ``img`` to fit a ``size``×``size`` square, keeping its aspect ratio, padding with ``fill``.
+
+    Product photos are usually one object on white: padding keeps the whole product (a centre
+    crop would cut sleeves and hems) without distorting its shape.
+    """
+    width, height = img.size
+    scale = size / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=2.0)
+    if (new_w, new_h) == (size, size):
+        return resized
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas

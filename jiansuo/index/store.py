@@ -1,0 +1,361 @@
+"""The on-disk catalogue index: a folder that survives crashes and updates incrementally.
+
+Layout of ``catalog.idx/``::
+
+    index.sqlite        metadata (model, dimension, dtype, times) and one row per image:
+                        id (path relative to the indexed folder), size, mtime, sha256, segment, row
+    seg-<n>.npy         feature vectors, one file per committed batch ("segment")
+    write.lock          held by the one process that writes at a time
+
+Why this shape: every commit writes a *new* segment file (write, fsync, rename) and then records
+its rows in one SQLite transaction. A crash before the transaction leaves an orphan file that the
+next writer deletes; a crash after it leaves a complete commit. Readers never see half a batch,
+an interrupted run resumes from its last commit, and adding one image never rewrites the others.
+Removed or replaced rows are only forgotten in SQLite; :meth:`Index.compact` rewrites the segments
+when enough dead rows pile up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+DB_NAME = "index.sqlite"
+
+# Compact when dead rows exceed this share of all stored rows, or segments get this many.
+_COMPACT_DEAD_SHARE = 0.3
+_COMPACT_SEGMENTS = 64
+
+
+class IndexError_(RuntimeError):
+    """An index that cannot be opened or does not fit the request (missing, other model, ...)."""
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What the index remembers about one image file, to tell whether it changed."""
+
+    id: str
+    size: int = 0
+    mtime_ns: int = 0
+    sha256: str = ""
+
+
+class Index:
+    """A catalogue index folder. Open with :meth:`open`, :meth:`create` or :meth:`open_or_create`."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection):
+        self.path = path
+        self._db = db
+        self._lock = threading.RLock()
+        self._cache_gen: int | None = None
+        self._cache: tuple[list[str], np.ndarray] | None = None
+        meta = self.meta()
+        self.model: dict = json.loads(meta["model"])
+        self.dim: int = int(meta["dim"])
+        self.dtype = np.dtype(meta.get("dtype", "float32"))
+
+    # ----------------------------------------------------------------- opening
+
+    @staticmethod
+    def exists(path: str | os.PathLike) -> bool:
+        """True when ``path`` is an index folder."""
+        return (Path(path) / DB_NAME).is_file()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Index":
+        """Open an existing index; raises :class:`IndexError_` when there is none at ``path``."""
+        path = Path(path)
+        if not cls.exists(path):
+            raise IndexError_(f"no index at {path} (build one with: jiansuo index PHOTOS/ --index {path})")
+        return cls(path, _connect(path / DB_NAME))
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, model: dict, *, dtype: str = "float32") -> "Index":
+        """Create a new, empty index for vectors described by ``model`` (an extractor's ``describe()``)."""
+        path = Path(path)
+        if cls.exists(path):
+            raise IndexError_(f"an index already exists at {path}")
+        if np.dtype(dtype) not in (np.float32, np.float16):
+            raise IndexError_(f"unsupported vector dtype {dtype!r}: use float32 or float16")
+        path.mkdir(parents=True, exist_ok=True)
+        db = _connect(path / DB_NAME, check=False)
+        with db:
+            db.executescript(_SCHEMA)
+            now = _now()
+            for key, value in {
+                "format": str(FORMAT_VERSION), "model": json.dumps(model, sort_keys=True),
+                "dim": str(int(model["dim"])), "dtype": np.dtype(dtype).name,
+                "created": now, "updated": now, "generation": "0", "next_segment": "1",
+            }.items():
+                db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, value))
+        return cls(path, db)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, model: dict, *, dtype: str = "float32") -> "Index":
+        """Open ``path`` if it is an index built with the same model, else create it."""
+        if cls.exists(path):
+            index = cls.open(path)
+            index.check_model(model)
+            return index
+        return cls.create(path, model, dtype=dtype)
+
+    def check_model(self, model: dict) -> None:
+        """Raise :class:`IndexError_` unless ``model`` produces the same vectors as this index holds."""
+        mine = {k: self.model.get(k) for k in ("name", "version", "dim", "preprocessing")}
+        theirs = {k: model.get(k) for k in ("name", "version", "dim", "preprocessing")}
+        if mine != theirs:
+            raise IndexError_(
+                f"index {self.path} was built with model {self.model.get('name')!r} "
+                f"(version {self.model.get('version')}, {self.model.get('dim')}-d); "
+                f"it cannot be used with {model.get('name')!r} (version {model.get('version')}, "
+                f"{model.get('dim')}-d). Use --model {self.model.get('name')} or build a new index."
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- metadata
+
+    def meta(self) -> dict[str, str]:
+        """All metadata keys (model, dim, dtype, created, updated, generation, and extras)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store an extra metadata value (e.g. a trained hash layer's description)."""
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def generation(self) -> int:
+        """Increases with every commit; readers use it to notice changes made by other processes."""
+        with self._lock:
+            return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    def __contains__(self, item_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is not None
+
+    def items(self) -> dict[str, ItemInfo]:
+        """Every indexed image, by id."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, size, mtime_ns, sha256 FROM items").fetchall()
+        return {r[0]: ItemInfo(*r) for r in rows}
+
+    def ids(self) -> list[str]:
+        """Ids in the order of :meth:`vectors` rows."""
+        return self.vectors()[0]
+
+    # ----------------------------------------------------------------- writing
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the index's write lock (one writer at a time, across processes)."""
+        with self._lock, open(self.path / "write.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def add(self, vectors: np.ndarray, infos: Sequence[ItemInfo]) -> None:
+        """Add (or replace) images in one atomic commit. ``vectors`` must be L2-normalised, (n, dim)."""
+        vectors = np.asarray(vectors)
+        if len(infos) == 0:
+            return
+        if vectors.shape != (len(infos), self.dim):
+            raise IndexError_(f"expected vectors of shape ({len(infos)}, {self.dim}), got {vectors.shape}")
+        if not np.all(np.isfinite(vectors)):
+            raise IndexError_("refusing to index non-finite feature values")
+        ids = [i.id for i in infos]
+        if len(set(ids)) != len(ids):
+            raise IndexError_("duplicate ids in one batch")
+        with self.writing():
+            seg_no = int(self._meta_value("next_segment"))
+            seg_name = f"seg-{seg_no:06d}.npy"
+            _atomic_save_npy(self.path / seg_name, vectors.astype(self.dtype, copy=False))
+            with self._db:
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_segment'", (str(seg_no + 1),))
+                self._db.execute("INSERT INTO segments(name, rows) VALUES (?, ?)", (seg_name, len(ids)))
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO items(id, size, mtime_ns, sha256, segment, row) VALUES (?,?,?,?,?,?)",
+                    [(i.id, i.size, i.mtime_ns, i.sha256, seg_name, r) for r, i in enumerate(infos)],
+                )
+                self._bump()
+            self._drop_unused_segments()
+            self._maybe_compact()
+
+    def remove(self, ids: Iterable[str]) -> int:
+        """Forget these images (unknown ids are ignored); returns how many were removed."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self.writing():
+            with self._db:
+                before = self._db.total_changes
+                self._db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in ids])
+                removed = self._db.total_changes - before
+                if removed:
+                    self._bump()
+            self._drop_unused_segments()
+            self._maybe_compact()
+        return removed
+
+    def compact(self) -> None:
+        """Rewrite all live vectors into one segment, dropping dead rows."""
+        with self.writing():
+            self._compact_locked()
+
+    # ----------------------------------------------------------------- reading
+
+    def vectors(self) -> tuple[list[str], np.ndarray]:
+        """(ids, matrix) of every live image, rows aligned. Cached until another commit happens."""
+        with self._lock:
+            gen = self.generation
+            if self._cache is not None and self._cache_gen == gen:
+                return self._cache
+            rows = self._db.execute("SELECT id, segment, row FROM items ORDER BY segment, row").fetchall()
+            ids = [r[0] for r in rows]
+            matrix = np.empty((len(rows), self.dim), dtype=self.dtype)
+            start = 0
+            for seg, group in _group_by_segment(rows):
+                arr = np.load(self.path / seg, mmap_mode="r")
+                idx = np.fromiter((r[2] for r in group), dtype=np.int64, count=len(group))
+                matrix[start : start + len(group)] = arr[idx]
+                start += len(group)
+            self._cache, self._cache_gen = (ids, matrix), gen
+            return self._cache
+
+    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors of the given ids, in that order (KeyError for an unknown id)."""
+        all_ids, matrix = self.vectors()
+        pos = {i: n for n, i in enumerate(all_ids)}
+        return matrix[[pos[i] for i in ids]]
+
+    def stats(self) -> dict:
+        """Counts and sizes for ``jiansuo info``."""
+        meta = self.meta()
+        with self._lock:
+            seg_rows = self._db.execute("SELECT COALESCE(SUM(rows), 0), COUNT(*) FROM segments").fetchone()
+        disk = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        count = len(self)
+        return {
+            "path": str(self.path), "model": self.model, "dim": self.dim, "dtype": self.dtype.name,
+            "images": count, "stored_rows": seg_rows[0], "segments": seg_rows[1],
+            "bytes_on_disk": disk, "bytes_per_image_in_memory": self.dim * self.dtype.itemsize,
+            "created": meta["created"], "updated": meta["updated"],
+        }
+
+    # ----------------------------------------------------------------- internals
+
+    def _meta_value(self, key: str) -> str:
+        return self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+
+    def _bump(self) -> None:
+        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+        self._db.execute("UPDATE meta SET value=? WHERE key='updated'", (_now(),))
+
+    def _drop_unused_segments(self) -> None:
+        """Delete segment files no live row points to, and files from commits that never finished."""
+        with self._db:
+            self._db.execute("DELETE FROM segments WHERE name NOT IN (SELECT DISTINCT segment FROM items)")
+        known = {r[0] for r in self._db.execute("SELECT name FROM segments")}
+        for f in self.path.glob("seg-*.npy*"):
+            if f.name not in known:
+                f.unlink(missing_ok=True)
+
+    def _maybe_compact(self) -> None:
+        stored, nseg = self._db.execute("SELECT COALESCE(SUM(rows), 0), COUNT(*) FROM segments").fetchone()
+        live = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        if nseg > _COMPACT_SEGMENTS or (stored and (stored - live) / stored > _COMPACT_DEAD_SHARE):
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        self._cache = None
+        ids, matrix = self.vectors()
+        seg_no = int(self._meta_value("next_segment"))
+        seg_name = f"seg-{seg_no:06d}.npy"
+        _atomic_save_npy(self.path / seg_name, matrix)
+        with self._db:
+            self._db.execute("UPDATE meta SET value=? WHERE key='next_segment'", (str(seg_no + 1),))
+            self._db.execute("INSERT INTO segments(name, rows) VALUES (?, ?)", (seg_name, len(ids)))
+            self._db.executemany("UPDATE items SET segment=?, row=? WHERE id=?",
+                                 [(seg_name, r, i) for r, i in enumerate(ids)])
+            self._bump()
+        self._drop_unused_segments()
+
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (name TEXT PRIMARY KEY, rows INTEGER NOT NULL);
+CREATE TABLE items (
+    id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    segment TEXT NOT NULL, row INTEGER NOT NULL
+);
+CREATE INDEX items_segment ON items(segment, row);
+"""
+
+
+def _connect(path: Path, check: bool = True) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level="DEFERRED")
+    db.execute("PRAGMA journal_mode=WAL")  # readers (the site) never block the writer (an import)
+    db.execute("PRAGMA synchronous=FULL")
+    try:
+        if check:
+            db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise IndexError_(f"{path} is not a readable jiansuo index ({exc})") from exc
+    return db
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _group_by_segment(rows: list[tuple]) -> Iterator[tuple[str, list[tuple]]]:
+    current, group = None, []
+    for r in rows:
+        if r[1] != current:
+            if group:
+                yield current, group
+            current, group = r[1], []
+        group.append(r)
+    if group:
+        yield current, group
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
