@@ -8,6 +8,7 @@ from .base import (
     cached_extractor,
     get_extractor,
     l2_normalize,
+    model_class,
 )
 
-__all__ = ["DEFAULT_MODEL", "Extractor", "ModelError", "available_models", "cached_extractor", "get_extractor", "l2_normalize"]
+__all__ = ["DEFAULT_MODEL", "Extractor", "ModelError", "available_models", "cached_extractor", "get_extractor", "l2_normalize", "model_class"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,17 +38,19 @@ class Extractor(ABC):
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 inputs → (B, dim) float32 L2-normalised features."""
 
-    def describe(self) -> dict:
+    @classmethod
+    def describe(cls) -> dict:
         """What the index records about this extractor, so a mismatch can be detected."""
         return {
-            "name": self.name,
-            "version": self.version,
-            "dim": self.dim,
-            "input_size": self.input_size,
-            "preprocessing": self.preprocessing(),
+            "name": cls.name,
+            "version": cls.version,
+            "dim": cls.dim,
+            "input_size": cls.input_size,
+            "preprocessing": cls.preprocessing(),
         }
 
-    def preprocessing(self) -> str:
+    @classmethod
+    def preprocessing(cls) -> str:
         """Human-readable description of :meth:`preprocess` (stored in the index)."""
         return ""
 
@@ -75,20 +77,25 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(norms, eps)
 
 
-# name -> factory(weights: str | None) -> Extractor
-_REGISTRY: dict[str, Callable[..., Extractor]] = {}
+# name -> Extractor subclass, built as cls(weights=...)
+_REGISTRY: dict[str, type[Extractor]] = {}
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
-def register(name: str) -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
-    """Decorator: make a factory available under ``name`` (for ``--model``)."""
+def register(cls: type[Extractor]) -> type[Extractor]:
+    """Class decorator: make an extractor available under its ``name`` (for ``--model``)."""
+    _REGISTRY[cls.name] = cls
+    return cls
 
-    def deco(factory: Callable[..., Extractor]) -> Callable[..., Extractor]:
-        _REGISTRY[name] = factory
-        return factory
 
-    return deco
+def model_class(name: str) -> type[Extractor]:
+    """The extractor class registered as ``name`` (no weights are loaded)."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def available_models() -> list[str]:
@@ -99,12 +106,7 @@ def available_models() -> list[str]:
 
 def get_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None) -> Extractor:
     """Build the extractor called ``name``; ``weights`` names a weights file where the model needs one."""
-    _load_builtin()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}") from None
-    return factory(weights=weights)
+    return model_class(name)(weights=weights)
 
 
 _CACHE: dict[tuple[str, str | None], Extractor] = {}

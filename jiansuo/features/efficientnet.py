@@ -53,6 +53,7 @@ def _build_torch(weights: str):
     return FeaturesAndLogits(net)
 
 
+@register
 class EfficientNetLite0(Extractor):
     name = "efficientnet-lite0"
     version = "1"
@@ -67,7 +68,8 @@ class EfficientNetLite0(Extractor):
         )
         self.session = ort_session(onnx_path)
 
-    def preprocessing(self) -> str:
+    @classmethod
+    def preprocessing(cls) -> str:
         return "RGB, fit in 224x224 padded with white (bilinear), (x-127)/128"
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
@@ -88,7 +90,3 @@ class EfficientNetLite0(Extractor):
         p = np.exp(logits - logits.max())
         return p / p.sum()
 
-
-@register("efficientnet-lite0")
-def _factory(weights=None) -> Extractor:
-    return EfficientNetLite0(weights=weights)
