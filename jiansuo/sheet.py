@@ -1,0 +1,50 @@
+"""Contact sheets: the query image and its top results with scores, in one picture."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image, ImageDraw
+
+from .images import ImageError, fit_square, load_image
+from .search import Hit
+
+THUMB = 200
+LABEL = 34
+
+
+def contact_sheet(rows: Sequence[tuple[str | os.PathLike, Sequence[Hit]]], root: str | os.PathLike | None,
+                  dest: str | os.PathLike, thumb: int = THUMB) -> Path:
+    """Draw one row per query: the query, then each hit with its id and score. Returns ``dest``.
+
+    Hits are looked up under ``root`` (the indexed folder); one that can no longer be read is drawn
+    as a grey tile rather than failing the whole sheet.
+    """
+    cols = 1 + max((len(hits) for _, hits in rows), default=0)
+    sheet = Image.new("RGB", (cols * thumb, len(rows) * (thumb + LABEL)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (query, hits) in enumerate(rows):
+        y = r * (thumb + LABEL)
+        tiles = [(Path(query), f"query: {Path(query).name}")]
+        tiles += [(Path(root) / h.id if root else Path(h.id), f"{h.score:.3f} {h.id}") for h in hits]
+        for c, (path, label) in enumerate(tiles):
+            try:
+                tile = fit_square(load_image(path, draft_size=thumb), thumb)
+            except ImageError:
+                tile = Image.new("RGB", (thumb, thumb), (200, 200, 200))
+            sheet.paste(tile, (c * thumb, y))
+            draw.text((c * thumb + 4, y + thumb + 4), _fit(draw, label, thumb - 8), fill="black")
+        draw.line([(thumb - 1, y), (thumb - 1, y + thumb)], fill=(220, 0, 0), width=3)
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp" + dest.suffix)
+    sheet.save(tmp, quality=90)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
+    while text and draw.textlength(text) > width:
+        text = text[:-2] + "…" if len(text) > 2 else ""
+    return text
