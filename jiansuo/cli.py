@@ -69,6 +69,8 @@ def _add_index(sub) -> None:
                    help="storage type of the vectors in a new index (float16 halves memory)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
+    p.add_argument("--commit-every", type=int, default=1024,
+                   help="images per commit: an interrupted run loses at most this many (default 1024)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_index)
@@ -92,7 +94,8 @@ def _cmd_index(args) -> int:
         if args.weights:
             index.set_meta("weights", str(args.weights.resolve()))
         report = sync_folder(index, args.folder, extractor, batch_size=args.batch_size,
-                             workers=args.workers, progress=not args.no_progress)
+                             commit_every=args.commit_every, workers=args.workers,
+                             progress=not args.no_progress)
         total = len(index)
     if args.json:
         print(json.dumps({"indexed": report.indexed, "unchanged": report.unchanged, "removed": report.removed,
