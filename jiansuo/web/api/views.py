@@ -1,0 +1,82 @@
+"""API endpoints. They share the pages' backend (:mod:`jiansuo.web.catalog.search`) and checks."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from jiansuo.web.catalog.forms import read_photo
+from jiansuo.web.catalog.models import Product
+from jiansuo.web.catalog.search import get_backend
+
+from .errors import NotAnImage, PayloadTooLarge
+from .serializers import (
+    ErrorSerializer,
+    FilterSerializer,
+    ProductSerializer,
+    SearchRequestSerializer,
+    SearchResponseSerializer,
+    SimilarResponseSerializer,
+    hit_data,
+)
+
+_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="no or invalid credentials"),
+    403: OpenApiResponse(ErrorSerializer, description="not allowed (e.g. session without CSRF token)"),
+}
+
+
+@extend_schema(
+    summary="Search the catalogue by photo",
+    request={"multipart/form-data": SearchRequestSerializer},
+    responses={200: SearchResponseSerializer,
+               400: OpenApiResponse(ErrorSerializer, description="missing field, bad filter or not an image"),
+               413: OpenApiResponse(ErrorSerializer, description="the photo exceeds the upload limit"),
+               **_ERRORS},
+)
+@api_view(["POST"])
+@parser_classes([MultiPartParser, FormParser])
+def search(request: Request) -> Response:
+    """The ``k`` products most similar to the uploaded ``image``, best first."""
+    params = SearchRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    try:
+        img = read_photo(params.validated_data["image"])
+    except DjangoValidationError as exc:
+        error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
+        raise error(exc.messages[0]) from None
+    backend = get_backend()
+    vector = backend.embed_images([img])[0]
+    hits = backend.search(vector, params.validated_data["k"], params.filters())
+    return Response({"results": [hit_data(h, request) for h in hits]})
+
+
+@extend_schema(
+    summary="Products similar to a catalogue product",
+    parameters=[FilterSerializer],
+    responses={200: SimilarResponseSerializer, 404: OpenApiResponse(ErrorSerializer), **_ERRORS},
+)
+@api_view(["GET"])
+def similar(request: Request, item_id: str) -> Response:
+    """Products that look like ``item_id`` (the product itself excluded), best first."""
+    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
+    params = FilterSerializer(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    hits, indexed = get_backend().similar(item, params.validated_data["k"], params.filters())
+    return Response({"item_id": item.item_id, "indexed": indexed,
+                     "results": [hit_data(h, request) for h in hits]})
+
+
+@extend_schema(summary="One product", responses={200: ProductSerializer, 404: OpenApiResponse(ErrorSerializer),
+                                                 **_ERRORS})
+@api_view(["GET"])
+def product(request: Request, item_id: str) -> Response:
+    """A catalogue product with the URLs of its photos."""
+    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
+    return Response(ProductSerializer(item, context={"request": request}).data)
+

@@ -1,0 +1,129 @@
+"""The catalogue in Django's admin: staff add, change and delete products and their photos.
+
+Every change goes through :mod:`.services`, so the search index is updated incrementally (only the
+photos that were added or dropped) right after the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from . import services
+from .forms import decode_photo, upload_bytes
+from .models import Product, ProductImage
+from .photos import store_product_photo
+
+log = logging.getLogger(__name__)
+
+admin.site.site_header = _("Jiansuo catalogue")
+admin.site.site_title = _("Jiansuo")
+
+
+class ProductImageForm(forms.ModelForm):
+    """A product photo row: a new photo is uploaded, checked, re-encoded and stored by content."""
+
+    upload = forms.FileField(label=_("photo file"), required=False)
+
+    class Meta:
+        model = ProductImage
+        fields = ("position",)
+
+    def clean_upload(self):
+        upload = self.cleaned_data.get("upload")
+        if upload is None:
+            if not self.instance.pk:
+                raise ValidationError(_("Choose a photo file."))
+            return None
+        data = upload_bytes(upload)
+        decode_photo(data)
+        self.photo_bytes = data
+        self.photo_digest = hashlib.sha256(data).hexdigest()
+        return upload
+
+    def save(self, commit: bool = True):
+        data = getattr(self, "photo_bytes", None)
+        if data is not None:
+            stored = store_product_photo(data)
+            self.instance.file, self.instance.sha256 = stored.file, stored.sha256
+            self.instance.width, self.instance.height = stored.width, stored.height
+            self.instance.source = ""
+        return super().save(commit)
+
+
+class ProductImageFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        seen: set[str] = set()
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):
+                continue
+            digest = getattr(form, "photo_digest", None) or (form.instance.sha256 if form.instance.pk else None)
+            if digest and digest in seen:
+                raise ValidationError(_("The same photo was given twice."))
+            if digest:
+                seen.add(digest)
+
+
+class ProductImageInline(admin.TabularInline):
+    model = ProductImage
+    form = ProductImageForm
+    formset = ProductImageFormSet
+    extra = 1
+    fields = ("preview", "upload", "position", "width", "height", "source")
+    readonly_fields = ("preview", "width", "height", "source")
+
+    @admin.display(description=_("preview"))
+    def preview(self, obj: ProductImage):
+        if not obj.pk:
+            return "—"
+        return format_html('<img src="{}" alt="" style="max-height:80px;max-width:80px">', obj.url)
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ("item_id", "title", "category", "price", "currency", "shop", "photo_count", "updated")
+    list_filter = ("category", "currency")
+    search_fields = ("item_id", "title", "shop")
+    readonly_fields = ("created", "updated")
+    inlines = [ProductImageInline]
+
+    @admin.display(description=_("photos"))
+    def photo_count(self, obj: Product) -> int:
+        return obj.images.count()
+
+    def save_related(self, request, form, formsets, change):
+        before = services.photo_ids_of(form.instance)
+        super().save_related(request, form, formsets, change)
+        self._sync(request, before | services.photo_ids_of(form.instance))
+
+    def delete_model(self, request, obj):
+        services.delete_products(Product.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        services.delete_products(queryset)
+
+    def _sync(self, request, photo_ids: set[str]) -> None:
+        # After the admin's transaction commits: a rolled-back change must not touch the index.
+        transaction.on_commit(lambda: self._sync_now(request, photo_ids))
+
+    def _sync_now(self, request, photo_ids: set[str]) -> None:
+        # The database change is committed; a failing index update must not hide that.
+        try:
+            report = services.sync_index(photo_ids)
+        except Exception as exc:  # noqa: BLE001 (any failure: tell the operator how to repair)
+            log.exception("search index update failed")
+            self.message_user(request, _("Saved, but the search index could not be updated (%(error)s). "
+                                         "Run `python -m jiansuo.web sync_index` to repair it.")
+                              % {"error": exc}, messages.WARNING)
+            return
+        for pid, reason in report.failed:
+            self.message_user(request, _("Photo %(photo)s could not be indexed: %(reason)s")
+                              % {"photo": pid, "reason": reason}, messages.WARNING)

@@ -1,0 +1,82 @@
+"""Forms of the search pages: the photo upload and the result filters."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+from PIL import Image
+
+from jiansuo.images import ImageError, load_image
+
+from .middleware import too_large_message
+from .models import Product
+from .search import Filters
+
+
+def upload_bytes(upload) -> bytes:
+    """The bytes of an uploaded file within the upload limit; ValidationError(code="too_large") otherwise."""
+    if upload.size > settings.JIANSUO_MAX_UPLOAD_BYTES:
+        raise ValidationError(too_large_message(), code="too_large")
+    return upload.read()
+
+
+def decode_photo(data: bytes) -> Image.Image:
+    """Decode photo bytes into an RGB image; ValidationError(code="not_an_image") with the reason otherwise."""
+    try:
+        return load_image(data)
+    except ImageError as exc:
+        raise ValidationError(_("This file is not a usable image: %(reason)s.") % {"reason": exc},
+                              code="not_an_image")
+
+
+def read_photo(upload) -> Image.Image:
+    """Check and decode an uploaded photo (the pages, the API and the admin share these checks)."""
+    return decode_photo(upload_bytes(upload))
+
+
+def category_choices() -> list[tuple[str, str]]:
+    """("", "All categories") followed by every category in the catalogue."""
+    cats = (Product.objects.exclude(category="").order_by("category")
+            .values_list("category", flat=True).distinct())
+    return [("", _("All categories"))] + [(c, c) for c in cats]
+
+
+class FilterForm(forms.Form):
+    """Category and price range; every field optional."""
+
+    category = forms.ChoiceField(label=_("Category"), required=False)
+    min_price = forms.DecimalField(label=_("Lowest price"), required=False, min_value=0, max_digits=12,
+                                   decimal_places=2, widget=forms.NumberInput(attrs={"step": "any",
+                                                                                      "placeholder": "0"}))
+    max_price = forms.DecimalField(label=_("Highest price"), required=False, min_value=0, max_digits=12,
+                                   decimal_places=2, widget=forms.NumberInput(attrs={"step": "any",
+                                                                                      "placeholder": "∞"}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["category"].choices = category_choices()
+
+    def clean(self):
+        data = super().clean()
+        lo, hi = data.get("min_price"), data.get("max_price")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValidationError(_("The lowest price is above the highest price."))
+        return data
+
+    def filters(self) -> Filters:
+        """The valid filters (an invalid form filters nothing)."""
+        if not self.is_valid():
+            return Filters()
+        data = self.cleaned_data
+        return Filters(data.get("category") or None, data.get("min_price"), data.get("max_price"))
+
+
+class PhotoSearchForm(FilterForm):
+    """The home page form: a photo plus the filters to apply to its results."""
+
+    image = forms.FileField(label=_("Photo"), widget=forms.ClearableFileInput(attrs={"accept": "image/*"}))
+
+    def clean_image(self) -> Image.Image:
+        return read_photo(self.cleaned_data["image"])

@@ -1,0 +1,47 @@
+"""Refuse oversized request bodies before anything reads them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.utils.translation import gettext as _
+
+# Room for the multipart framing and the other form fields around the file.
+_FORM_OVERHEAD = 64 * 1024
+
+
+class UploadLimitMiddleware:
+    """Answer 413 to a request whose declared body exceeds the upload limit.
+
+    A WSGI server only hands Django ``CONTENT_LENGTH`` bytes, so the declared length bounds the
+    body; checking it here means a huge upload is never parsed, spooled to disk or hashed.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.JIANSUO_MAX_UPLOAD_BYTES + _FORM_OVERHEAD:
+            return too_large_response(request)
+        return self.get_response(request)
+
+
+def too_large_message() -> str:
+    """The translated explanation of the upload limit."""
+    return _("The file is too large: the limit is %(mb)s MB.") % {
+        "mb": f"{settings.JIANSUO_MAX_UPLOAD_BYTES / (1024 * 1024):g}"
+    }
+
+
+def too_large_response(request: HttpRequest) -> HttpResponse:
+    """413 as JSON for the API, as a page for everything else."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"error": too_large_message(), "status": 413}, status=413)
+    html = render_to_string("catalog/error.html", {"title": _("File too large"), "message": too_large_message()},
+                            request=request)
+    return HttpResponse(html, status=413)

@@ -1,0 +1,149 @@
+"""Storing photos safely: every stored image is decoded and re-encoded, under a name we choose.
+
+Uploaded and downloaded bytes are hostile until proven otherwise. Nothing is written as it came:
+:func:`jiansuo.images.load_image` decodes it (rejecting non-images, truncated files and
+decompression bombs), and the pixels are written again as a fresh JPEG without metadata (no
+EXIF location leaks, no polyglot files). File names are never taken from the user: product
+photos are named by the hash of their content (so identical photos are stored once), query
+photos by a random token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from PIL import Image
+
+from jiansuo.images import ImageError, load_image
+
+#: Stored product photos are at most this many pixels on their longer side.
+MAX_SIDE = 1024
+#: Query photos are only looked at and embedded: smaller is enough.
+QUERY_MAX_SIDE = 640
+JPEG_QUALITY = 90
+
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """A product photo on disk: ``file`` is its path under MEDIA_ROOT (and its search-index id)."""
+
+    file: str
+    sha256: str
+    width: int
+    height: int
+
+
+def encode_jpeg(img: Image.Image, max_side: int = MAX_SIDE) -> bytes:
+    """Shrink ``img`` (RGB) to ``max_side`` and encode it as a metadata-free JPEG."""
+    if max(img.size) > max_side:
+        img = img.copy()
+        img.thumbnail((max_side, max_side), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return buf.getvalue()
+
+
+def product_photo_path(digest: str) -> str:
+    """Where the photo with content hash ``digest`` is stored, relative to MEDIA_ROOT."""
+    return f"products/{digest[:2]}/{digest[2:4]}/{digest}.jpg"
+
+
+def store_product_photo(data: bytes) -> StoredPhoto:
+    """Validate and store photo bytes once per distinct content; raises ImageError for a bad image.
+
+    Identical bytes map to the same file, so a second call with them only reads the stored size.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    rel = product_photo_path(digest)
+    full = Path(settings.MEDIA_ROOT) / rel
+    if full.is_file():
+        try:
+            with Image.open(full) as existing:
+                return StoredPhoto(rel, digest, *existing.size)
+        except OSError:
+            pass  # damaged on disk: write it again below
+    img = load_image(data)
+    encoded = encode_jpeg(img)
+    _atomic_write(full, encoded)
+    with Image.open(io.BytesIO(encoded)) as stored:
+        width, height = stored.size
+    return StoredPhoto(rel, digest, width, height)
+
+
+def delete_product_photo(file: str) -> None:
+    """Remove a stored product photo (no error when it is already gone)."""
+    if not file.startswith("products/") or ".." in file:
+        raise ValueError(f"not a product photo path: {file!r}")
+    (Path(settings.MEDIA_ROOT) / file).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ query photos
+
+
+def save_query_photo(img: Image.Image) -> str:
+    """Store a decoded query photo privately; returns the random token that names it."""
+    token = secrets.token_hex(16)
+    _atomic_write(_query_dir() / f"{token}.jpg", encode_jpeg(img, QUERY_MAX_SIDE))
+    _purge_old_queries()
+    return token
+
+
+def query_photo_path(token: str) -> Path | None:
+    """The stored query photo for ``token``, or None when the token is malformed or expired."""
+    if not _TOKEN.match(token or ""):
+        return None
+    path = _query_dir() / f"{token}.jpg"
+    return path if path.is_file() else None
+
+
+def _query_dir() -> Path:
+    return Path(settings.JIANSUO_QUERY_DIR)
+
+
+def _purge_old_queries() -> None:
+    """Delete query photos older than the configured lifetime (checked at most once a minute)."""
+    global _last_purge
+    now = time.time()
+    if now - _last_purge < 60:
+        return
+    _last_purge = now
+    cutoff = now - settings.JIANSUO_QUERY_TTL_SECONDS
+    for f in _query_dir().glob("*.jpg"):
+        try:
+            if f.stat().st_mtime < cutoff:
+                f.unlink()
+        except OSError:
+            pass  # another process removed it first
+
+
+_last_purge = 0.0
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "ImageError", "StoredPhoto", "delete_product_photo", "encode_jpeg", "product_photo_path",
+    "query_photo_path", "save_query_photo", "store_product_photo",
+]

@@ -1,0 +1,121 @@
+"""Changing the catalogue and keeping the search index in step with it, from one place.
+
+The admin, the import command and the API call these functions; nothing else writes to the
+index. The index is reconciled by photo id (a photo's path under MEDIA_ROOT, named by the hash
+of its content, so a photo id never changes meaning): a photo some product refers to must have
+a vector, a photo no product refers to must not (and its file is deleted).
+
+:func:`index_photos` is the embedding work itself: a task queue worker can call it with a list of
+photo ids and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+
+from .models import Product, ProductImage
+from .photos import delete_product_photo
+from .search import get_backend
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 500
+# Vectors written to the index per commit: fewer, larger segments than one per inference batch.
+_COMMIT_EVERY = 1024
+
+
+@dataclass
+class SyncReport:
+    """What a reconciliation did."""
+
+    added: int = 0
+    removed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def index_photos(photo_ids: Iterable[str], *, progress: bool = False) -> SyncReport:
+    """Embed these stored product photos and store their vectors (the unit of embedding work).
+
+    Photos whose files cannot be read or decoded are reported in ``failed`` and left unindexed.
+    """
+    backend = get_backend()
+    media = Path(settings.MEDIA_ROOT)
+    files = [(media / pid, pid) for pid in sorted(set(photo_ids))]
+    report = SyncReport()
+    infos_buf, vectors_buf = [], []
+
+    def commit() -> None:
+        if infos_buf:
+            backend.add(infos_buf, np.concatenate(vectors_buf))
+            report.added += len(infos_buf)
+            infos_buf.clear()
+            vectors_buf.clear()
+
+    for infos, vectors in backend.embed_files(files, progress=progress, skipped=report.failed):
+        infos_buf.extend(infos)
+        vectors_buf.append(vectors)
+        if len(infos_buf) >= _COMMIT_EVERY:
+            commit()
+    commit()
+    for pid, reason in report.failed:
+        log.warning("cannot index photo %s: %s", pid, reason)
+    return report
+
+
+def sync_index(photo_ids: Iterable[str] | None = None, *, progress: bool = False) -> SyncReport:
+    """Make the index agree with the database for these photo ids (every photo when None)."""
+    backend = get_backend()
+    if photo_ids is None:
+        indexed = backend.photo_ids()
+        referenced = set(ProductImage.objects.values_list("file", flat=True))
+        candidates = referenced | indexed
+    else:
+        candidates = set(photo_ids)
+        indexed = backend.indexed(candidates)
+        referenced = _referenced(candidates)
+    unreferenced = candidates - referenced
+    report = SyncReport()
+    report.removed = backend.remove(unreferenced & indexed)
+    for pid in unreferenced:
+        if pid.startswith("products/"):
+            delete_product_photo(pid)
+    missing = referenced - indexed
+    if missing:
+        added = index_photos(missing, progress=progress)
+        report.added, report.failed = added.added, added.failed
+    return report
+
+
+def delete_products(products: QuerySet[Product]) -> int:
+    """Delete products, then drop the photos no other product uses; returns how many were deleted.
+
+    The index and the files are only touched once the deletion is committed, so a rolled-back
+    deletion never loses a photo.
+    """
+    photo_ids = set(ProductImage.objects.filter(product__in=products).values_list("file", flat=True))
+    count = products.count()
+    products.delete()
+    transaction.on_commit(lambda: sync_index(photo_ids))
+    return count
+
+
+def photo_ids_of(product: Product) -> set[str]:
+    """The photo ids a product refers to now (read from the database, not a prefetch cache)."""
+    return set(ProductImage.objects.filter(product=product).values_list("file", flat=True))
+
+
+def _referenced(photo_ids: set[str]) -> set[str]:
+    keys = list(photo_ids)
+    found: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        found.update(ProductImage.objects.filter(file__in=keys[start:start + _CHUNK])
+                     .values_list("file", flat=True))
+    return found

@@ -1,0 +1,131 @@
+"""Pages: the home page (upload a photo), search results, product pages with similar products.
+
+A search by upload stores the (re-encoded) photo privately under a random token and redirects to
+``/search/<token>/``, so changing the filters is a plain GET and the upload is not sent again.
+Only the session that uploaded a photo can see its results.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from urllib.parse import urlencode
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.cache import cache
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_http_methods
+
+from jiansuo.images import load_image
+
+from .forms import FilterForm, PhotoSearchForm
+from .models import Product
+from .photos import query_photo_path, save_query_photo
+from .search import get_backend
+
+# How many query tokens a session remembers (older searches fall out of its history).
+_SESSION_QUERIES = 20
+
+
+def can_search(user) -> bool:
+    """Searching needs an account unless the operator made search public."""
+    return settings.JIANSUO_PUBLIC_SEARCH or user.is_authenticated
+
+
+def search_required(view):
+    """Send visitors who may not search to the login page."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not can_search(request.user):
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@require_http_methods(["GET", "POST"])
+def home(request: HttpRequest) -> HttpResponse:
+    """The upload form (GET) and the upload itself (POST, then redirect to the results)."""
+    if request.method == "POST":
+        if not can_search(request.user):
+            return redirect_to_login(request.get_full_path())
+        form = PhotoSearchForm(request.POST, request.FILES)
+        if form.is_valid():
+            img = form.cleaned_data["image"]
+            token = save_query_photo(img)
+            _remember_query(request, token, get_backend().embed_images([img])[0])
+            params = {k: v for k, v in form.cleaned_data.items() if k != "image" and v not in (None, "")}
+            url = redirect("catalog:results", token=token).url
+            return redirect(f"{url}?{urlencode(params)}" if params else url)
+        status = 400
+    else:
+        form, status = PhotoSearchForm(), 200
+    recent = Product.objects.prefetch_related("images").order_by("-updated")[:12] if can_search(request.user) else []
+    return render(request, "catalog/home.html", {"form": form, "recent": recent,
+                                                 "product_count": Product.objects.count()}, status=status)
+
+
+@require_GET
+@search_required
+def results(request: HttpRequest, token: str) -> HttpResponse:
+    """The products most similar to an uploaded photo, filtered by the GET parameters."""
+    vector = _query_vector(request, token)
+    form = FilterForm(request.GET or None)
+    filters = form.filters()
+    hits = get_backend().search(vector, settings.JIANSUO_RESULTS, filters)
+    return render(request, "catalog/results.html", {
+        "token": token, "form": form, "hits": hits, "upload_form": PhotoSearchForm(initial=request.GET),
+    })
+
+
+@require_GET
+@search_required
+@cache_control(private=True, max_age=3600)
+def query_image(request: HttpRequest, token: str) -> FileResponse:
+    """The uploaded query photo, for the session that uploaded it."""
+    if token not in request.session.get("queries", []):
+        raise Http404
+    path = query_photo_path(token)
+    if path is None:
+        raise Http404
+    return FileResponse(open(path, "rb"), content_type="image/jpeg")
+
+
+@require_GET
+@search_required
+def product(request: HttpRequest, item_id: str) -> HttpResponse:
+    """One product, its photos, and the products that look most like it."""
+    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
+    similar, indexed = get_backend().similar(item, settings.JIANSUO_RESULTS // 2)
+    return render(request, "catalog/product.html", {"product": item, "similar": similar, "indexed": indexed})
+
+
+# ------------------------------------------------------------------ query bookkeeping
+
+
+def _cache_key(token: str) -> str:
+    return f"jiansuo:query:{settings.JIANSUO_MODEL}:{token}"
+
+
+def _remember_query(request: HttpRequest, token: str, vector: np.ndarray) -> None:
+    queries = [t for t in request.session.get("queries", []) if t != token]
+    request.session["queries"] = (queries + [token])[-_SESSION_QUERIES:]
+    cache.set(_cache_key(token), vector.astype(np.float32), settings.JIANSUO_QUERY_TTL_SECONDS)
+
+
+def _query_vector(request: HttpRequest, token: str) -> np.ndarray:
+    """The query's vector: cached, or embedded again from the stored photo. 404 for others' tokens."""
+    if token not in request.session.get("queries", []):
+        raise Http404
+    vector = cache.get(_cache_key(token))
+    if vector is None:
+        path = query_photo_path(token)
+        if path is None:
+            raise Http404
+        vector = get_backend().embed_images([load_image(path)])[0]
+        cache.set(_cache_key(token), vector, settings.JIANSUO_QUERY_TTL_SECONDS)
+    return vector

@@ -1,0 +1,238 @@
+"""Settings of the shop site, read from environment variables.
+
+=============================  ==================================================================
+variable                       meaning (default)
+=============================  ==================================================================
+JIANSUO_DATA_DIR               folder for the database, media, index and query uploads (``./var``)
+JIANSUO_SECRET_KEY             Django's secret key (required unless JIANSUO_DEBUG is on)
+JIANSUO_DEBUG                  1 for development: tracebacks, relaxed security (0)
+JIANSUO_ALLOWED_HOSTS          comma-separated host names (``localhost,127.0.0.1``)
+JIANSUO_CSRF_TRUSTED_ORIGINS   comma-separated origins, e.g. ``https://shop.example.com``
+DATABASE_URL                   any dj-database-url URL (``sqlite:///$JIANSUO_DATA_DIR/db.sqlite3``)
+JIANSUO_MEDIA_ROOT             product photos (``$JIANSUO_DATA_DIR/media``)
+JIANSUO_STATIC_ROOT            ``collectstatic`` target (``$JIANSUO_DATA_DIR/static``)
+JIANSUO_INDEX                  the search index folder (``$JIANSUO_DATA_DIR/catalog.idx``)
+JIANSUO_MODEL                  feature extractor of a new index (``efficientnet-lite0``)
+JIANSUO_PUBLIC_SEARCH          1 lets visitors search without an account (0)
+JIANSUO_MAX_UPLOAD_MB          largest accepted upload, in MB (10)
+JIANSUO_HTTPS                  1 when served over HTTPS: secure cookies, HSTS, redirect (= not DEBUG)
+JIANSUO_SERVE_FILES            1 makes Django itself serve /static/ and /media/ (= DEBUG); in
+                               production a web server (nginx) serves them
+JIANSUO_PROXY_SSL_HEADER       1 trusts X-Forwarded-Proto from a reverse proxy (0)
+JIANSUO_DEMO                   1 shows the "demo catalogue" banner (0)
+JIANSUO_EMAIL_HOST, _PORT,     SMTP server for password-reset mail; without a host, mail is
+_USER, _PASSWORD, _USE_TLS     printed on the console
+JIANSUO_FROM_EMAIL             sender address (``jiansuo@localhost``)
+=============================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if not value:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be 1 or 0, not {value!r}")
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v.strip() for v in _env(name, default).split(",") if v.strip()]
+
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(_env("JIANSUO_DATA_DIR", "var")).resolve()
+
+DEBUG = _env_bool("JIANSUO_DEBUG", False)
+SECRET_KEY = _env("JIANSUO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "set JIANSUO_SECRET_KEY (e.g. to the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`), or JIANSUO_DEBUG=1 for development"
+        )
+    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = _env_list("JIANSUO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = _env_list("JIANSUO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "jiansuo.web.catalog",
+    "jiansuo.web.accounts",
+    "jiansuo.web.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    # Before anything reads the request body (CSRF does), so an oversized upload is refused unread.
+    "jiansuo.web.catalog.middleware.UploadLimitMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "jiansuo.web.urls"
+WSGI_APPLICATION = "jiansuo.web.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [PACKAGE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "jiansuo.web.catalog.context.site",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        _env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=60,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Imports write while the site reads: wait for the lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30})
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if DATABASES["default"]["NAME"] != ":memory:":
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "catalog:home"
+LOGOUT_REDIRECT_URL = "catalog:home"
+
+# ---------------------------------------------------------------- languages
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [PACKAGE_DIR / "locale"]
+USE_I18N = True
+USE_TZ = True
+TIME_ZONE = _env("JIANSUO_TIME_ZONE", "Asia/Shanghai")
+
+# ---------------------------------------------------------------- files
+STATIC_URL = "static/"
+STATICFILES_DIRS = [PACKAGE_DIR / "static"]
+STATIC_ROOT = Path(_env("JIANSUO_STATIC_ROOT", str(DATA_DIR / "static")))
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(_env("JIANSUO_MEDIA_ROOT", str(DATA_DIR / "media")))
+JIANSUO_SERVE_FILES = _env_bool("JIANSUO_SERVE_FILES", DEBUG)
+
+JIANSUO_MAX_UPLOAD_BYTES = int(float(_env("JIANSUO_MAX_UPLOAD_MB", "10")) * 1024 * 1024)
+# Uploads bigger than this go to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_PERMISSIONS = 0o644
+
+# ---------------------------------------------------------------- search
+JIANSUO_INDEX_PATH = Path(_env("JIANSUO_INDEX", str(DATA_DIR / "catalog.idx")))
+JIANSUO_MODEL = _env("JIANSUO_MODEL", "efficientnet-lite0")
+JIANSUO_MODEL_WEIGHTS = _env("JIANSUO_MODEL_WEIGHTS") or None
+# Uploaded query photos live here (not under MEDIA_ROOT: they are private to the session).
+JIANSUO_QUERY_DIR = DATA_DIR / "queries"
+JIANSUO_QUERY_TTL_SECONDS = 24 * 3600
+JIANSUO_PUBLIC_SEARCH = _env_bool("JIANSUO_PUBLIC_SEARCH", False)
+JIANSUO_RESULTS = 24
+JIANSUO_MAX_K = 100
+JIANSUO_DEFAULT_CURRENCY = _env("JIANSUO_DEFAULT_CURRENCY", "CNY")
+JIANSUO_DEMO = _env_bool("JIANSUO_DEMO", False)
+
+# ---------------------------------------------------------------- API
+REST_FRAMEWORK = {
+    # Token first: a request without credentials gets 401 with a WWW-Authenticate header.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["jiansuo.web.api.permissions.CanSearch"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jiansuo.web.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _env("JIANSUO_API_ANON_RATE", "60/min"),
+        "user": _env("JIANSUO_API_USER_RATE", "600/min"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Jiansuo API",
+    "DESCRIPTION": "Search a product catalogue by photo.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# ---------------------------------------------------------------- mail
+if _env("JIANSUO_EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _env("JIANSUO_EMAIL_HOST")
+    EMAIL_PORT = int(_env("JIANSUO_EMAIL_PORT", "587"))
+    EMAIL_HOST_USER = _env("JIANSUO_EMAIL_USER")
+    EMAIL_HOST_PASSWORD = _env("JIANSUO_EMAIL_PASSWORD")
+    EMAIL_USE_TLS = _env_bool("JIANSUO_EMAIL_USE_TLS", True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = _env("JIANSUO_FROM_EMAIL", "jiansuo@localhost")
+
+# ---------------------------------------------------------------- security
+JIANSUO_HTTPS = _env_bool("JIANSUO_HTTPS", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = JIANSUO_HTTPS
+SECURE_SSL_REDIRECT = JIANSUO_HTTPS
+SECURE_HSTS_SECONDS = int(_env("JIANSUO_HSTS_SECONDS", "31536000" if JIANSUO_HTTPS else "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = JIANSUO_HTTPS
+if _env_bool("JIANSUO_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"jiansuo": {"handlers": ["console"], "level": _env("JIANSUO_LOG_LEVEL", "INFO")}},
+}

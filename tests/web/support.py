@@ -1,0 +1,105 @@
+"""Helpers for the site's tests: a catalogue of real photos in its own media folder and index."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+from django.contrib.auth.models import Permission, User
+from django.test import TestCase, override_settings
+from PIL import Image
+
+from jiansuo.web.catalog import services
+from jiansuo.web.catalog.models import Product, ProductImage
+from jiansuo.web.catalog.photos import store_product_photo
+from jiansuo.web.catalog.search import get_backend, reset_backend
+from tests.conftest import real_photo
+
+# item_id, photo, category, price, currency
+CATALOGUE = [
+    ("cat-1", "chelsea", "animals", "129.00", "CNY"),
+    ("coffee-1", "coffee", "kitchen", "35.50", "CNY"),
+    ("rocket-1", "rocket", "toys", "899.00", "CNY"),
+    ("astro-1", "astronaut", "posters", "59.90", "USD"),
+    ("stars-1", "hubble_deep_field", "posters", "19.90", "CNY"),
+    ("cells-1", "immunohistochemistry", "science", "249.00", "CNY"),
+    ("wheel-1", "colorwheel", "toys", "12.00", "CNY"),
+    ("clock-1", "clock", "kitchen", "1299.00", "CNY"),
+]
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def query_photo(name: str = "chelsea") -> bytes:
+    """A query that is not byte-identical to the catalogue photo: cropped, resized, recompressed."""
+    img = real_photo(name)
+    w, h = img.size
+    img = img.crop((w // 10, h // 10, w - w // 12, h - h // 8)).resize((w // 2, h // 2))
+    return jpeg_bytes(img, quality=75)
+
+
+def add_product(item_id: str, photo: str | Image.Image, category: str = "", price: str = "10.00",
+                currency: str = "CNY", title: str | None = None, shop: str = "Test shop") -> Product:
+    """Create a product with one stored photo (not yet indexed: call services.sync_index())."""
+    img = real_photo(photo) if isinstance(photo, str) else photo
+    stored = store_product_photo(jpeg_bytes(img, quality=92))
+    product = Product.objects.create(item_id=item_id, title=title or f"Product {item_id}", category=category,
+                                     price=Decimal(price), currency=currency, shop=shop,
+                                     url=f"https://shop.example.com/{item_id}")
+    ProductImage.objects.create(product=product, file=stored.file, sha256=stored.sha256, width=stored.width,
+                                height=stored.height)
+    return product
+
+
+class IsolatedSiteMixin:
+    """Each test class gets its own media folder, search index and query folder."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site_dir = Path(tempfile.mkdtemp(prefix="jiansuo-site-"))
+        cls._isolation = override_settings(
+            MEDIA_ROOT=cls.site_dir / "media", JIANSUO_INDEX_PATH=cls.site_dir / "catalog.idx",
+            JIANSUO_QUERY_DIR=cls.site_dir / "queries",
+        )
+        cls._isolation.enable()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls._isolation.disable()
+        reset_backend()
+        shutil.rmtree(cls.site_dir, ignore_errors=True)
+
+    @property
+    def index_ids(self) -> set[str]:
+        return get_backend().photo_ids()
+
+
+class CatalogTestCase(IsolatedSiteMixin, TestCase):
+    """A test case with the CATALOGUE products indexed, a user and a staff user."""
+
+    @classmethod
+    def setUpTestData(cls):
+        cls.products = {item: add_product(item, photo, cat, price, cur)
+                        for item, photo, cat, price, cur in CATALOGUE}
+        services.sync_index()
+        cls.user = User.objects.create_user("alice", "alice@example.com", "correct-horse-battery")
+        cls.staff = User.objects.create_user("bob", "bob@example.com", "staff-password-123", is_staff=True)
+        cls.staff.user_permissions.set(Permission.objects.filter(content_type__app_label="catalog"))
+
+    def login(self, user=None):
+        self.client.force_login(user or self.user)
