@@ -72,6 +72,8 @@ ALLOWED_HOSTS = _env_list("JIANSUO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = _env_list("JIANSUO_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
+    # Before django.contrib.admin, so our registration/ templates win over the admin's.
+    "jiansuo.web.accounts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -83,7 +85,6 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "jiansuo.web.catalog",
-    "jiansuo.web.accounts",
     "jiansuo.web.api",
 ]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.decorators import api_view, parser_classes
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -64,7 +65,7 @@ def search(request: Request) -> Response:
 @api_view(["GET"])
 def similar(request: Request, item_id: str) -> Response:
     """Products that look like ``item_id`` (the product itself excluded), best first."""
-    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
+    item = _product(item_id)
     params = FilterSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
     hits, indexed = get_backend().similar(item, params.validated_data["k"], params.filters())
@@ -77,6 +78,13 @@ def similar(request: Request, item_id: str) -> Response:
 @api_view(["GET"])
 def product(request: Request, item_id: str) -> Response:
     """A catalogue product with the URLs of its photos."""
-    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
+    item = _product(item_id)
     return Response(ProductSerializer(item, context={"request": request}).data)
 
+
+
+def _product(item_id: str) -> Product:
+    try:
+        return Product.objects.prefetch_related("images").get(item_id=item_id)
+    except Product.DoesNotExist:
+        raise NotFound(_("No product has the item id %(item_id)s.") % {"item_id": item_id}) from None

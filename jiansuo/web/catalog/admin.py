@@ -12,7 +12,7 @@ import logging
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -76,7 +76,9 @@ class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageForm
     formset = ProductImageFormSet
-    extra = 1
+    # A product is found by its photos: the first row is required.
+    min_num = 1
+    extra = 0
     fields = ("preview", "upload", "position", "width", "height", "source")
     readonly_fields = ("preview", "width", "height", "source")
 
@@ -94,6 +96,7 @@ class ProductAdmin(admin.ModelAdmin):
     search_fields = ("item_id", "title", "shop")
     readonly_fields = ("created", "updated")
     inlines = [ProductImageInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("photos"))
     def photo_count(self, obj: Product) -> int:

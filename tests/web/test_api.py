@@ -1,0 +1,146 @@
+"""The JSON API: search, similar products, tokens, the OpenAPI description, and every error path."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from .support import CatalogTestCase, query_photo
+
+RESULT_KEYS = {"item_id", "title", "category", "price", "shop", "url", "image_url", "score"}
+
+
+def photo(data: bytes | None = None, name: str = "q.jpg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data if data is not None else query_photo("chelsea"), content_type="image/jpeg")
+
+
+class ApiTests(CatalogTestCase):
+    def setUp(self):
+        self.api = APIClient()
+        self.token = Token.objects.create(user=self.user)
+        self.api.credentials(HTTP_AUTHORIZATION=f"Token {self.token.key}")
+
+    def assertError(self, response, status: int, words: str):
+        self.assertEqual(response.status_code, status, response.content)
+        self.assertEqual(response["Content-Type"], "application/json")
+        body = response.json()
+        self.assertEqual(body["status"], status)
+        self.assertIn(words.lower(), body["error"].lower())
+        return body
+
+    def test_search_returns_the_documented_shape_best_first(self):
+        response = self.api.post("/api/search", {"image": photo(), "k": 5}, format="multipart")
+        self.assertEqual(response.status_code, 200)
+        results = response.json()["results"]
+        self.assertEqual(len(results), 5)
+        self.assertTrue(all(RESULT_KEYS <= set(r) for r in results))
+        first = results[0]
+        self.assertEqual(first["item_id"], "cat-1")
+        self.assertEqual(first["price"], 129.0)
+        self.assertEqual(first["category"], "animals")
+        self.assertEqual(first["url"], "https://shop.example.com/cat-1")
+        self.assertTrue(first["image_url"].startswith("http://testserver/media/products/"))
+        scores = [r["score"] for r in results]
+        self.assertEqual(scores, sorted(scores, reverse=True))
+        self.assertGreater(scores[0], 0.8)
+        image = self.client.get(first["image_url"].removeprefix("http://testserver"))
+        self.assertEqual(image.status_code, 200)
+
+    def test_search_filters(self):
+        response = self.api.post("/api/search", {"image": photo(), "category": "kitchen"}, format="multipart")
+        self.assertEqual(sorted(r["item_id"] for r in response.json()["results"]), ["clock-1", "coffee-1"])
+        response = self.api.post("/api/search", {"image": photo(), "min_price": "100", "max_price": "300"},
+                                 format="multipart")
+        self.assertEqual(sorted(r["item_id"] for r in response.json()["results"]), ["cat-1", "cells-1"])
+
+    def test_similar_products(self):
+        response = self.api.get("/api/products/coffee-1/similar", {"k": 3})
+        self.assertEqual(response.status_code, 200)
+        body = response.json()
+        self.assertEqual(body["item_id"], "coffee-1")
+        self.assertTrue(body["indexed"])
+        self.assertEqual(len(body["results"]), 3)
+        self.assertNotIn("coffee-1", [r["item_id"] for r in body["results"]])
+        filtered = self.api.get("/api/products/coffee-1/similar", {"category": "toys"}).json()["results"]
+        self.assertEqual(sorted(r["item_id"] for r in filtered), ["rocket-1", "wheel-1"])
+
+    def test_product_detail(self):
+        body = self.api.get("/api/products/astro-1").json()
+        self.assertEqual((body["item_id"], body["currency"], body["price"]), ("astro-1", "USD", 59.9))
+        self.assertEqual(len(body["image_urls"]), 1)
+
+    def test_unknown_product_is_a_json_404(self):
+        self.assertError(self.api.get("/api/products/nope/similar"), 404, "no product has the item id nope")
+        self.assertError(self.api.get("/api/products/nope"), 404, "no product has the item id nope")
+        self.assertError(self.api.get("/api/no-such-thing"), 404, "no such api endpoint")
+
+    def test_non_image_is_400(self):
+        body = self.assertError(self.api.post("/api/search", {"image": photo(b"%PDF-1.4 not a photo")},
+                                              format="multipart"), 400, "not a usable image")
+        self.assertIn("format not recognised", body["error"])
+
+    def test_missing_image_and_bad_parameters_are_400(self):
+        body = self.assertError(self.api.post("/api/search", {"k": 3}, format="multipart"), 400, "image")
+        self.assertIn("image", body["fields"])
+        self.assertError(self.api.post("/api/search", {"image": photo(), "k": 0}, format="multipart"), 400, "k")
+        self.assertError(self.api.post("/api/search", {"image": photo(), "k": 10_000}, format="multipart"), 400, "k")
+        self.assertError(self.api.post("/api/search", {"image": photo(), "min_price": "9", "max_price": "1"},
+                                       format="multipart"), 400, "min_price is above max_price")
+        self.assertError(self.api.get("/api/products/cat-1/similar", {"min_price": "cheap"}), 400, "min_price")
+
+    def test_too_large_upload_is_413(self):
+        over = b"\xff\xd8" + b"\0" * (settings.JIANSUO_MAX_UPLOAD_BYTES + 200_000)
+        self.assertError(self.api.post("/api/search", {"image": photo(over)}, format="multipart"), 413, "too large")
+        # Just over the limit passes the request-size gate; the file check answers 413 too.
+        just_over = b"\xff\xd8" + b"\0" * (settings.JIANSUO_MAX_UPLOAD_BYTES + 10)
+        self.assertError(self.api.post("/api/search", {"image": photo(just_over)}, format="multipart"),
+                         413, "too large")
+
+    def test_no_credentials_is_401(self):
+        anonymous = APIClient()
+        response = anonymous.post("/api/search", {"image": photo()}, format="multipart")
+        self.assertError(response, 401, "credentials were not provided")
+        self.assertEqual(response["WWW-Authenticate"], "Token")
+        self.assertError(anonymous.get("/api/products/cat-1/similar"), 401, "credentials")
+
+    def test_bad_token_is_401(self):
+        stranger = APIClient()
+        stranger.credentials(HTTP_AUTHORIZATION="Token 0123456789abcdef0123456789abcdef01234567")
+        self.assertError(stranger.get("/api/products/cat-1/similar"), 401, "invalid token")
+
+    def test_session_without_csrf_token_is_403(self):
+        browser = APIClient(enforce_csrf_checks=True)
+        browser.force_login(self.user)
+        self.assertEqual(browser.get("/api/products/cat-1/similar").status_code, 200)  # reads need no token
+        self.assertError(browser.post("/api/search", {"image": photo()}, format="multipart"), 403, "csrf")
+
+    def test_obtain_token_with_password(self):
+        anonymous = APIClient()
+        response = anonymous.post("/api/token", {"username": "alice", "password": "correct-horse-battery"})
+        self.assertEqual(response.json()["token"], self.token.key)
+        self.assertError(anonymous.post("/api/token", {"username": "alice", "password": "wrong"}), 400,
+                         "unable to log in")
+
+    @override_settings(JIANSUO_PUBLIC_SEARCH=True)
+    def test_public_search_allows_anonymous_calls(self):
+        response = APIClient().post("/api/search", {"image": photo(), "k": 1}, format="multipart")
+        self.assertEqual(response.json()["results"][0]["item_id"], "cat-1")
+
+    def test_errors_follow_the_language(self):
+        response = self.api.post("/api/search", {"image": photo(b"nope")}, format="multipart",
+                                 HTTP_ACCEPT_LANGUAGE="zh-hans")
+        self.assertIn("不是可用的图片", response.json()["error"])
+
+    def test_openapi_description(self):
+        response = APIClient().get("/api/schema", {"format": "json"})
+        self.assertEqual(response.status_code, 200)
+        schema = response.json()
+        self.assertTrue(schema["openapi"].startswith("3."))
+        self.assertIn("/api/search", schema["paths"])
+        self.assertIn("/api/products/{item_id}/similar", schema["paths"])
+        search = schema["paths"]["/api/search"]["post"]
+        self.assertIn("multipart/form-data", search["requestBody"]["content"])
+        self.assertTrue({"200", "400", "401", "413"} <= set(search["responses"]))
