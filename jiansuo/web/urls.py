@@ -14,10 +14,16 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
 ]
 
+
+
+def _media(request, path: str):
+    # MEDIA_ROOT is read per request, not when the URLs are loaded.
+    return serve_media(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if settings.JIANSUO_SERVE_FILES:
     # A single-machine install (the demo) serves its own files; behind a web server, that server does.
     urlpatterns += [
         re_path(r"^%s(?P<path>.*)$" % settings.STATIC_URL.lstrip("/"), serve_static, {"insecure": True}),
-        re_path(r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"), serve_media,
-                {"document_root": settings.MEDIA_ROOT}),
+        re_path(r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"), _media),
     ]
