@@ -248,6 +248,25 @@ class Index:
             self._cache, self._cache_gen = (ids, matrix), gen
             return self._cache
 
+    def locations(self) -> tuple[int, list[str], list[str], np.ndarray]:
+        """(generation, ids, segment names, rows) of every live image, in :meth:`vectors` order.
+
+        Read in one snapshot and without loading any vector, so a derived structure (the ANN graph)
+        can tell what changed since it last looked and read only those vectors with :meth:`segment`.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                gen = int(self._meta_value("generation"))
+                rows = self._db.execute("SELECT id, segment, row FROM items ORDER BY segment, row").fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        return gen, [r[0] for r in rows], [r[1] for r in rows], np.fromiter((r[2] for r in rows), np.int64, len(rows))
+
+    def segment(self, name: str) -> np.ndarray:
+        """Read-only memory map of one segment file named by :meth:`locations` (FileNotFoundError once compacted away)."""
+        return np.load(self.path / name, mmap_mode="r")
+
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors of the given ids, in that order (KeyError for an unknown id)."""
         all_ids, matrix = self.vectors()
