@@ -1,0 +1,126 @@
+"""Approximate nearest-neighbour search (``--mode ann``) and the size-based choice (``--mode auto``).
+
+A query is projected into the graph's space, the HNSW graph (hnswlib) proposes ``candidates``
+images, and those are re-ranked with their exact stored vectors, so every score returned is the
+same cosine similarity exact search would report; only the candidate set is approximate.
+``ef`` (the graph search's beam width) trades speed for recall.
+
+Filtering (``allowed``): a mask that keeps many images is applied inside the graph search; one so
+selective that the graph would have to wander far is answered exactly over the allowed images.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..index import ann_store
+from .base import Hit, Result, register_mode
+from .exact import ExactSearcher, top_k
+
+#: Graph search beam width (the accuracy/speed knob) and how many candidates are re-ranked exactly.
+DEFAULT_EF = 64
+DEFAULT_CANDIDATES = 40
+#: ``auto`` mode uses the graph from this many images up (override: $JIANSUO_ANN_THRESHOLD).
+AUTO_THRESHOLD = 50_000
+#: Masks keeping at most this many images (or this share of the index) are searched exactly.
+EXACT_MASK_MAX = 20_000
+EXACT_MASK_SHARE = 0.02
+
+
+def auto_threshold() -> int:
+    """Index size from which ``--mode auto`` searches the ANN graph instead of every vector."""
+    return int(os.environ.get("JIANSUO_ANN_THRESHOLD", AUTO_THRESHOLD))
+
+
+class AnnSearcher:
+    """HNSW candidates re-ranked by exact cosine; the graph is kept in step with the index on each search."""
+
+    def __init__(self, index, *, ef: int | None = None, candidates: int | None = None):
+        if ef is not None and ef < 1:
+            raise ValueError("ef must be at least 1")
+        if candidates is not None and candidates < 1:
+            raise ValueError("candidates must be at least 1")
+        self.index = index
+        self.ef = ef or DEFAULT_EF
+        self.candidates = candidates or DEFAULT_CANDIDATES
+
+    def search(self, queries: np.ndarray, k: int, *, min_score: float | None = None,
+               allowed: np.ndarray | None = None) -> list[Result]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        graph = ann_store.ensure(self.index)
+        with graph.lock:
+            n = graph.alive
+            subset = None
+            if allowed is not None:
+                allowed = np.asarray(allowed, dtype=bool)
+                if allowed.shape != (n,):
+                    raise ValueError(f"allowed mask has {allowed.shape[0]} entries; the index has {n} images")
+                subset = graph.order_labels()[allowed]
+            fetch = max(self.candidates, k)
+            pool = n if subset is None else len(subset)
+            if pool == 0 or k <= 0:
+                return [Result([], 0) for _ in queries]
+            if pool <= fetch or (subset is not None and (pool <= EXACT_MASK_MAX or pool <= EXACT_MASK_SHARE * n)):
+                labels = subset if subset is not None else graph.order_labels()
+                return self._exact(graph, queries, labels, k, min_score)
+            keep = None
+            if subset is not None:
+                by_label = np.zeros(graph.capacity, dtype=bool)
+                by_label[subset] = True
+                keep = by_label.tolist().__getitem__  # a C-level callable: hnswlib calls it per node
+            graph.hnsw.set_ef(max(self.ef, fetch))
+            try:
+                cand, _ = graph.hnsw.knn_query(graph.project(queries), k=fetch, filter=keep)
+            except RuntimeError:  # fewer than `fetch` reachable (tiny or heavily filtered graph)
+                labels = subset if subset is not None else graph.order_labels()
+                return self._exact(graph, queries, labels, k, min_score)
+            return self._rerank(graph, queries, cand.astype(np.int64), k, min_score)
+
+    def _rerank(self, graph, queries, cand: np.ndarray, k: int, min_score) -> list[Result]:
+        uniq, inverse = np.unique(cand, return_inverse=True)
+        vecs = graph.read_vectors(self.index, uniq)
+        inverse = inverse.reshape(cand.shape)
+        results = []
+        for q, pos in zip(queries, inverse):
+            sims = vecs[pos] @ q
+            hits = top_k(sims[None, :], k, min_score)[0]
+            results.append(Result([Hit(graph.ids[uniq[pos[i]]], s) for i, s in hits], candidates=len(pos)))
+        return results
+
+    def _exact(self, graph, queries, labels: np.ndarray, k: int, min_score) -> list[Result]:
+        vecs = graph.read_vectors(self.index, labels)
+        sims = queries @ vecs.T
+        return [Result([Hit(graph.ids[labels[i]], s) for i, s in hits], candidates=len(labels))
+                for hits in top_k(sims, k, min_score)]
+
+
+@register_mode("ann")
+def _ann_factory(index, *, ef: int | None = None, candidates: int | None = None, **_options) -> AnnSearcher:
+    return AnnSearcher(index, ef=ef, candidates=candidates)
+
+
+@register_mode("auto")
+def _auto_factory(index, *, ef: int | None = None, candidates: int | None = None, **_options):
+    """Exact search for small indexes, the ANN graph from :func:`auto_threshold` images up."""
+    if len(index) >= auto_threshold():
+        return AnnSearcher(index, ef=ef, candidates=candidates)
+    return ExactSearcher(index)
+
+
+def info_lines(index) -> list[str]:
+    """Lines ``jiansuo info`` prints about the ANN graph (memory per image, whether it is in step)."""
+    meta = ann_store.info(index)
+    if meta is None:
+        mode = "ann" if len(index) >= auto_threshold() else "exact"
+        return [f"ann graph:  none yet (auto mode searches {mode}; from {auto_threshold()} images the graph "
+                f"is built on first search)"]
+    dims = f"{meta['index_dim']}→{meta['graph_dim']}-d PCA" if meta["pca"] else f"{meta['graph_dim']}-d"
+    per = meta["bytes_per_image_in_memory"]
+    return [
+        f"ann graph:  {meta['engine']} HNSW M={meta['M']}, {dims}, {meta['images']} images, "
+        f"{'in step' if meta['in_step'] else 'behind the index (caught up on next search)'}",
+        f"ann memory: ~{per} bytes/image ({meta['images'] * per / 2**20:.1f} MiB; "
+        f"1M images ≈ {per * 1e6 / 2**30:.2f} GiB); {meta['bytes_on_disk'] / 2**20:.1f} MiB on disk",
+    ]
