@@ -96,6 +96,9 @@ def _cmd_index(args) -> int:
         report = sync_folder(index, args.folder, extractor, batch_size=args.batch_size,
                              commit_every=args.commit_every, workers=args.workers,
                              progress=not args.no_progress)
+        from .index.ann_store import refresh
+
+        refresh(index, progress=not args.no_progress)  # large indexes: graph up to date before the first search
         total = len(index)
     if args.json:
         print(json.dumps({"indexed": report.indexed, "unchanged": report.unchanged, "removed": report.removed,
@@ -177,7 +180,11 @@ def _add_search(sub) -> None:
     _model_args(p, None)
     p.add_argument("--top-k", "-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--min-score", type=float, default=None, help="drop results below this cosine similarity")
-    p.add_argument("--mode", default="exact", help="search strategy: exact (default), or a trained/ built one")
+    p.add_argument("--mode", default="auto",
+                   help="search strategy: auto (default: exact below the ANN threshold, ann above), exact, ann, "
+                        "or a trained/ built one")
+    p.add_argument("--ef", type=int, default=None,
+                   help="ann: graph search beam width, higher is more accurate and slower (default 64)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--sheet", type=Path, default=None, help="write a contact sheet image of the results")
     p.set_defaults(func=_cmd_search)
@@ -185,7 +192,10 @@ def _add_search(sub) -> None:
 
 def _search_options(args) -> dict:
     """Mode-specific options from the command line (modes add their own arguments)."""
-    return {}
+    options = {}
+    if args.ef is not None:
+        options["ef"] = args.ef
+    return options
 
 
 def _cmd_search(args) -> int:
@@ -230,9 +240,13 @@ def _add_info(sub) -> None:
 
 
 def _cmd_info(args) -> int:
+    from .index.ann_store import info as ann_info
+    from .search.ann import info_lines
+
     with _open_index(args.index) as index:
         stats = index.stats()
         meta = index.meta()
+        stats["ann"], ann_lines = ann_info(index), info_lines(index)
     stats["root"] = meta.get("root")
     if args.json:
         print(json.dumps(stats, indent=1, ensure_ascii=False))
@@ -246,6 +260,8 @@ def _cmd_info(args) -> int:
     print(f"memory:     {stats['bytes_per_image_in_memory']} bytes/image for vectors "
           f"({stats['images'] * stats['bytes_per_image_in_memory'] / 2**20:.1f} MiB)")
     print(f"on disk:    {stats['bytes_on_disk'] / 2**20:.1f} MiB in {stats['segments']} segment(s)")
+    for line in ann_lines:
+        print(line)
     print(f"created:    {stats['created']}")
     print(f"updated:    {stats['updated']}")
     return EXIT_OK
