@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
@@ -81,6 +84,17 @@ class ApiTests(CatalogTestCase):
         body = self.assertError(self.api.post("/api/search", {"image": photo(b"%PDF-1.4 not a photo")},
                                               format="multipart"), 400, "not a usable image")
         self.assertIn("format not recognised", body["error"])
+
+    def test_decompression_bomb_is_400(self):
+        # A valid PNG header announcing 60000 x 60000 pixels: refused before any pixel is decoded.
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+               + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+        body = self.assertError(self.api.post("/api/search", {"image": photo(png, "bomb.png")}, format="multipart"),
+                                400, "not a usable image")
+        self.assertIn("decompression bomb", body["error"])
 
     def test_missing_image_and_bad_parameters_are_400(self):
         body = self.assertError(self.api.post("/api/search", {"k": 3}, format="multipart"), 400, "image")

@@ -265,6 +265,7 @@ class ImportTests(IsolatedSiteMixin, TestCase):
         path = write_csv(self.work / "small.csv", ["c1,Cup,kitchen,9,s,,coffee.jpg", "c2,Bad,kitchen,x,s,,coffee.jpg"])
         call_command("import_catalog", str(path), "--no-progress", stdout=out, stderr=err)
         self.assertIn("created 1", out.getvalue())
+        self.assertIn("read from disk 1", out.getvalue())
         self.assertIn("line 3 (c2): price", err.getvalue())
 
 

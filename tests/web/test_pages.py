@@ -8,13 +8,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client, override_settings
+from django.contrib.auth.models import User
+from django.test import Client, TestCase, override_settings
 from django.urls import reverse
 from PIL import Image, PngImagePlugin
 
 from tests.conftest import real_photo
 
-from .support import CATALOGUE, CatalogTestCase, query_photo
+from .support import CATALOGUE, CatalogTestCase, IsolatedSiteMixin, query_photo
 
 
 def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
@@ -169,6 +170,14 @@ class SearchPageTests(CatalogTestCase):
         response = self.client.get(photo.url)
         self.assertEqual(response.status_code, 200)
         self.assertEqual(Image.open(io.BytesIO(b"".join(response.streaming_content))).format, "JPEG")
+
+
+class EmptyCatalogueTests(IsolatedSiteMixin, TestCase):
+    def test_search_in_an_empty_catalogue_says_so(self):
+        self.client.force_login(User.objects.create_user("zoe", password="x-long-enough-1"))
+        response = self.client.post(reverse("catalog:home"), {"image": upload("q.jpg", query_photo())}, follow=True)
+        self.assertEqual(response.context["hits"], [])
+        self.assertContains(response, "no indexed products yet")
 
 
 class LanguageTests(CatalogTestCase):

@@ -71,15 +71,16 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
-    photos_fetched: int = 0
+    photos_downloaded: int = 0
+    photos_read: int = 0
     photos_reused: int = 0
     indexed: int = 0
     index_failed: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"created {self.created}, updated {self.updated}, unchanged {self.unchanged}, "
-                 f"skipped {len(self.skipped)}; photos fetched {self.photos_fetched}, "
-                 f"reused {self.photos_reused}; indexed {self.indexed}"]
+                 f"skipped {len(self.skipped)}; photos downloaded {self.photos_downloaded}, "
+                 f"read from disk {self.photos_read}, reused {self.photos_reused}; indexed {self.indexed}"]
         lines += [f"  line {ln}{f' ({item})' if item else ''}: {reason}" for ln, item, reason in self.skipped]
         lines += [f"  photo {pid} not indexed: {reason}" for pid, reason in self.index_failed]
         return "\n".join(lines)
@@ -289,7 +290,12 @@ class CatalogImporter:
                 if (row.item_id, src) not in reusable and src not in jobs:
                     jobs[src] = pool.submit(self._fetch_and_store, src)
         stored = {src: job.result() for src, job in jobs.items()}
-        self.report.photos_fetched += sum(isinstance(v, StoredPhoto) for v in stored.values())
+        for src, result in stored.items():
+            if isinstance(result, StoredPhoto):
+                if is_url(src):
+                    self.report.photos_downloaded += 1
+                else:
+                    self.report.photos_read += 1
 
         touched: set[str] = set()
         with transaction.atomic():

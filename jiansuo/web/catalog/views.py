@@ -78,7 +78,8 @@ def results(request: HttpRequest, token: str) -> HttpResponse:
     filters = form.filters()
     hits = get_backend().search(vector, settings.JIANSUO_RESULTS, filters)
     return render(request, "catalog/results.html", {
-        "token": token, "form": form, "hits": hits, "upload_form": PhotoSearchForm(initial=request.GET),
+        "token": token, "form": form, "hits": hits, "filtered": filters.active,
+        "upload_form": PhotoSearchForm(initial=request.GET),
     })
 
 
