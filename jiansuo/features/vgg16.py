@@ -344,12 +344,12 @@ class VGG16(Extractor):
         self.weights = resolve_weights(weights)
         self.layout = detect_layout(self.weights)
         need_fc = self.head == "fc7"
-        onnx_path = cached_onnx(
+        self.onnx_path = cached_onnx(
             self.name, f"{self.layout}|{self.head}|{file_identity(self.weights)}",
             lambda: build_torch(load_weights(self.weights, need_fc=need_fc), self.head),
             self.input_size,
         )
-        self.session = ort_session(onnx_path)
+        self.session = ort_session(self.onnx_path)
 
     @property
     def draft_size(self) -> int:
