@@ -66,7 +66,8 @@ class AccountTests(TestCase):
         self.assertEqual(self.client.get(reverse("password_change")).status_code, 302)
         self.client.force_login(user)
         response = self.client.post(reverse("password_change"), {
-            "old_password": self.password, "new_password1": "another-long-secret-7", "new_password2": "another-long-secret-7",
+            "old_password": self.password,
+            "new_password1": "another-long-secret-7", "new_password2": "another-long-secret-7",
         })
         self.assertRedirects(response, reverse("password_change_done"))
         user.refresh_from_db()

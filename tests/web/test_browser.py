@@ -82,7 +82,8 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         return self.page.locator("[data-results] .card-title").all_inner_texts()
 
     def assert_images_loaded(self, selector: str) -> None:
-        broken = self.page.eval_on_selector_all(selector, "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src)")
+        broken = self.page.eval_on_selector_all(
+            selector, "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src)")
         self.assertEqual(broken, [])
 
     def test_register_log_in_search_filter_and_browse(self):

@@ -28,7 +28,7 @@ def decode_photo(data: bytes) -> Image.Image:
         return load_image(data)
     except ImageError as exc:
         raise ValidationError(_("This file is not a usable image: %(reason)s.") % {"reason": exc},
-                              code="not_an_image")
+                              code="not_an_image") from None
 
 
 def read_photo(upload) -> Image.Image:

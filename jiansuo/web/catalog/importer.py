@@ -160,7 +160,7 @@ def _read_csv(fh) -> Iterator[tuple[int, dict | RowError]]:
         if len(values) > len(header):
             yield line, RowError(f"{len(values)} fields but the header has {len(header)}")
             continue
-        yield line, dict(zip(header, values))
+        yield line, dict(zip(header[:len(values)], values, strict=True))
     for n in sorted(bad):
         yield n, RowError(bad[n])
 
