@@ -8,7 +8,7 @@ PG_MAJOR=15
 APT_PACKAGES=(
   build-essential gettext
   postgresql postgresql-server-dev-$PG_MAJOR redis-server
-  chromium chromium-driver fonts-noto-cjk
+  chromium chromium-driver fonts-wqy-microhei
   dataset-fashion-mnist
 )
 
