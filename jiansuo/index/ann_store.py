@@ -119,14 +119,15 @@ class AnnGraph:
 
     def read_vectors(self, index: Index, labels: np.ndarray) -> np.ndarray:
         """Exact stored vectors (float32) of ``labels``, read through memory maps of the index's segments."""
-        labels = np.asarray(labels, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64).ravel()
         out = np.empty((len(labels), index.dim), dtype=np.float32)
-        codes = self.seg_code[labels]
-        for code in np.unique(codes):
-            sel = np.flatnonzero(codes == code)
-            rows = self.rows[labels[sel]]
-            order = np.argsort(rows, kind="stable")  # ascending rows read the file front to back
-            out[sel[order]] = self._segment_map(index, int(code))[rows[order]]
+        if len(labels) == 0:
+            return out
+        codes, rows = self.seg_code[labels], self.rows[labels]
+        order = np.lexsort((rows, codes))  # segment by segment, each front to back
+        sorted_codes = codes[order]
+        for group in np.split(order, np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1):
+            out[group] = self._segment_map(index, int(codes[group[0]]))[rows[group]]
         return out
 
     def order_labels(self) -> np.ndarray:
@@ -139,15 +140,15 @@ class AnnGraph:
 
     def _segment_map(self, index: Index, code: int) -> np.ndarray:
         mm = self._maps.get(code)
-        if mm is None:
-            mm = self._maps[code] = index.segment(self.seg_names[code])
+        if mm is None:  # a plain ndarray view of the map: memmap's own indexing is slower
+            mm = self._maps[code] = index.segment(self.seg_names[code]).view(np.ndarray)
         return mm
 
     # ----------------------------------------------------------------- keeping in step
 
     def sync(self, index: Index, progress: bool = False) -> int:
         """Apply whatever changed in ``index`` since :attr:`generation`; returns how many labels changed."""
-        if index.generation == self.generation:  # the usual case: one tiny query, nothing to read
+        if index.generation == self.generation:  # nothing to read
             return 0
         for attempt in range(3):
             gen, ids, segs, rows = index.locations()
@@ -299,13 +300,13 @@ def fit_pca(index: Index, segs: list[str], rows: np.ndarray, dim: int, seed: int
     return np.ascontiguousarray(vecs[:, ::-1][:, :dim].astype(np.float32))
 
 
-def identity(index: Index) -> dict:
+def identity(index: Index, meta: dict | None = None) -> dict:
     """What ties a graph to one index: a graph copied from, or left by, another index is rebuilt.
 
     The index gets a random ``uuid`` meta value the first time (creation times have one-second
     resolution, and a folder deleted and re-created at the same path must not inherit the graph).
     """
-    meta = index.meta()
+    meta = meta or index.meta()
     if "uuid" not in meta:
         index.set_meta("uuid", uuid.uuid4().hex)
         meta = index.meta()
@@ -422,7 +423,12 @@ def ensure(index: Index, *, persist: bool | None = None, progress: bool = False,
     ``persist``: True writes the snapshot whenever it changed, False never, None (searchers) when a
     fresh build happened or enough changes piled up since the last snapshot.
     """
-    key = str(Path(index.path).resolve())
+    key = os.path.abspath(index.path)
+    meta = index.meta()  # one query answers both "same index?" and "anything new?"
+    graph = _OPEN.get(key)
+    if (graph is not None and persist is None and params is None and graph.generation == int(meta["generation"])
+            and graph.index_identity == identity(index, meta)):
+        return graph  # the usual case for a searcher: nothing changed since the last query
     with _OPEN_LOCK:
         graph = _OPEN.get(key)
         if graph is not None and graph.index_identity != identity(index):
@@ -462,7 +468,7 @@ def refresh(index: Index, *, progress: bool = False) -> AnnGraph | None:
 def forget(index: Index) -> None:
     """Drop this process's cached graph of ``index`` (tests; a server reloading from disk)."""
     with _OPEN_LOCK:
-        _OPEN.pop(str(Path(index.path).resolve()), None)
+        _OPEN.pop(os.path.abspath(index.path), None)
 
 
 def bytes_per_image(dim: int, M: int) -> int:

@@ -79,14 +79,14 @@ class AnnSearcher:
             return self._rerank(graph, queries, cand.astype(np.int64), k, min_score)
 
     def _rerank(self, graph, queries, cand: np.ndarray, k: int, min_score) -> list[Result]:
-        uniq, inverse = np.unique(cand, return_inverse=True)
-        vecs = graph.read_vectors(self.index, uniq)
-        inverse = inverse.reshape(cand.shape)
+        vecs = graph.read_vectors(self.index, cand).reshape(*cand.shape, -1)
+        sims = np.einsum("qcd,qd->qc", vecs, queries)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         results = []
-        for q, pos in zip(queries, inverse):
-            sims = vecs[pos] @ q
-            hits = top_k(sims[None, :], k, min_score)[0]
-            results.append(Result([Hit(graph.ids[uniq[pos[i]]], s) for i, s in hits], candidates=len(pos)))
+        for labels, row, pick in zip(cand, sims, order):
+            hits = [Hit(graph.ids[labels[i]], float(row[i])) for i in pick
+                    if min_score is None or row[i] >= min_score]
+            results.append(Result(hits, candidates=len(labels)))
         return results
 
     def _exact(self, graph, queries, labels: np.ndarray, k: int, min_score) -> list[Result]:
