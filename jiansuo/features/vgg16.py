@@ -20,7 +20,10 @@ with ONNX Runtime.
 
 Preprocessing is the original's whatever the file: the whole image squashed to 224×224 with
 nearest-neighbour resampling (no aspect preservation, no crop) from a full-size decode, then caffe
-mode (BGR, minus the ImageNet mean, 0..255). torchvision's weights were trained on other inputs
+mode (BGR, minus the ImageNet mean, 0..255); checked bit for bit against Keras's own ``load_img`` +
+``preprocess_input`` by ``bench/extract.py``. Only files the original mishandled differ: jiansuo's
+``load_image`` applies EXIF orientation and composites transparency on white, where ``load_img``
+ignored the one and dropped the other. torchvision's weights were trained on other inputs
 (RGB, 0..1, mean/std), and fed caffe-mode values they would silently give poor features, so for
 them the exported graph starts with the exact per-channel conversion between the two.
 """
