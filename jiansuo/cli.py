@@ -310,9 +310,153 @@ def _cmd_import_h5(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- hashing: train-hash / evaluate
+
+
+def _add_train_hash(sub) -> None:
+    p = sub.add_parser("train-hash", help="train binary hash codes for fast search (--mode hash)")
+    p.add_argument("labelled", nargs="?", type=Path, default=None,
+                   help="folder of labelled photos: LABELLED/<label>/<image> (or use --labels / --unsupervised)")
+    _index_arg(p)
+    p.add_argument("--labels", type=Path, default=None,
+                   help="CSV of path,label rows; path is an index id or an image file (relative to the CSV)")
+    p.add_argument("--unsupervised", action="store_true",
+                   help="learn codes without labels (ITQ on every indexed image)")
+    p.add_argument("--bits", type=int, default=None,
+                   help="code length, a multiple of 8 (default: 48 supervised, 128 unsupervised)")
+    p.add_argument("--epochs", type=int, default=20, help="supervised training epochs (default 20)")
+    p.add_argument("--hidden", type=int, nargs="*", default=[512],
+                   help="hidden layer widths of the supervised head (default 512; none: linear)")
+    p.add_argument("--rerank", choices=["hidden", "latent", "input"], default=None,
+                   help="feature candidates are re-ranked by (default: hidden supervised, input unsupervised)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_train_hash)
+
+
+def _cmd_train_hash(args) -> int:
+    import time
+
+    from .hashing import labels as labelled
+    from .hashing.store import describe, index_codes, save_layer
+
+    sources = sum([args.labelled is not None, args.labels is not None, args.unsupervised])
+    if sources != 1:
+        raise CLIError("give exactly one of: a LABELLED/ folder, --labels labels.csv, or --unsupervised")
+    bits = args.bits or (128 if args.unsupervised else 48)
+    start = time.perf_counter()
+    with _open_index(args.index) as index:
+        if len(index) == 0:
+            raise CLIError(f"index {args.index} is empty: index some images first")
+        skipped: list[tuple[str, str]] = []
+        if args.unsupervised:
+            from .hashing.itq import train_itq
+
+            layer = train_itq(index.vectors()[1], bits, seed=args.seed, rerank=args.rerank or "input")
+            n_labels = 0
+        else:
+            from .hashing.train import train_supervised
+
+            items = (labelled.from_folder(args.labelled) if args.labelled is not None
+                     else labelled.from_csv(args.labels, index))
+            feats, labels = labelled.features_for(index, items, lambda: _extractor_for(index, None, None),
+                                                  progress=not args.no_progress, skipped=skipped)
+            n_labels = len(set(labels))
+            layer = train_supervised(feats, labels, bits, hidden=tuple(args.hidden), epochs=args.epochs,
+                                     rerank=args.rerank or "hidden", seed=args.seed, progress=not args.no_progress)
+        save_layer(index, layer)
+        coded = len(index_codes(index).ids)
+        summary = {**describe(layer), "labels": n_labels, "coded_images": coded,
+                   "skipped": [{"path": p, "reason": r} for p, r in skipped],
+                   "seconds": round(time.perf_counter() - start, 1)}
+    if args.json:
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    what = f"{layer.kind} {layer.bits}-bit hash layer"
+    if layer.kind == "supervised":
+        what += (f" on {layer.info['trained_on']} images of {n_labels} labels "
+                 f"(training accuracy {layer.info['train_accuracy']:.3f})")
+    else:
+        what += f" on {layer.info['trained_on']} images (no labels)"
+    print(f"trained {what} in {summary['seconds']:.1f}s; codes for {coded} images")
+    print(f"search with: jiansuo search QUERY --index {args.index} --mode hash")
+    return EXIT_OK
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="retrieval quality and speed of the search modes on labelled queries")
+    _index_arg(p)
+    p.add_argument("--queries", required=True, type=Path,
+                   help="labelled query photos: QUERY_DIR/<label>/<image>, or a CSV of path,label")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="CSV of id,label for the indexed images (default: an id's first folder is its label)")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated modes (exact first: the reference); 'hamming' is hash without "
+                        "re-ranking (default: exact, plus hash and hamming when a hash layer is trained)")
+    p.add_argument("--map-k", type=int, default=1000, help="mAP cut-off (default 1000)")
+    p.add_argument("--top-k", "-k", type=int, default=10, help="precision/recall cut-off (default 10)")
+    p.add_argument("--candidates", type=int, default=None, help="hash: candidates re-ranked per query")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while embedding queries")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_index, format_reports
+    from .hashing import labels as labelled
+    from .hashing.store import hash_info
+
+    if args.map_k < 1 or args.top_k < 1:
+        raise CLIError("--map-k and --top-k must be at least 1")
+    with _open_index(args.index) as index:
+        query_items = (labelled.from_folder(args.queries) if args.queries.is_dir()
+                       else labelled.from_csv(args.queries))
+        skipped: list[tuple[str, str]] = []
+        queries, query_labels = labelled.features_for(index, query_items, lambda: _extractor_for(index, None, None),
+                                                      progress=not args.no_progress, skipped=skipped)
+        if args.labels is not None:
+            root = Path(index.meta().get("root") or Path.cwd()).resolve()
+            label_map = {}
+            for item in labelled.from_csv(args.labels, index):
+                item_id = item.id
+                if item_id is None:
+                    try:
+                        item_id = item.path.resolve().relative_to(root).as_posix()
+                    except ValueError:
+                        continue
+                label_map[item_id] = item.label
+            label_of = label_map.get
+        else:
+            def label_of(item_id: str):
+                return item_id.split("/", 1)[0] if "/" in item_id else None
+        trained = hash_info(index) is not None
+        names = ([m.strip() for m in args.modes.split(",") if m.strip()] if args.modes
+                 else ["exact"] + (["hash", "hamming"] if trained else []))
+        hash_opts = {} if args.candidates is None else {"candidates": args.candidates}
+        modes = [("hamming", "hash", {"rerank": False}) if m == "hamming"
+                 else (m, m, dict(hash_opts) if m == "hash" else {}) for m in names]
+        reports = evaluate_index(index, queries, query_labels, label_of, modes, map_k=args.map_k, k=args.top_k)
+        n_images = len(index)
+    for path, reason in skipped:
+        print(f"skipped query {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"queries": len(query_labels), "images": n_images,
+                          "reports": [r.as_dict(args.map_k, args.top_k) for r in reports]}, indent=1))
+        return EXIT_OK
+    print(f"{len(query_labels)} queries, {len(set(query_labels))} labels; {n_images} catalogue images")
+    print(format_reports(reports, args.map_k, args.top_k))
+    print(f"(recall@{args.top_k}: share of the {names[0]} search's top {args.top_k} that each mode returns; "
+          f"candidates: images whose feature each query was compared with)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
-_SUBCOMMANDS = [_add_index, _add_search, _add_info, _add_add, _add_remove, _add_export_h5, _add_import_h5]
+_SUBCOMMANDS = [_add_index, _add_search, _add_info, _add_add, _add_remove, _add_export_h5, _add_import_h5,
+               _add_train_hash, _add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

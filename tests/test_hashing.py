@@ -190,3 +190,63 @@ def test_layer_for_other_features_is_refused(fmnist, extractor, tmp_path):
     with pytest.raises(ValueError, match="two different labels"):
         train_supervised(db, ["same"] * len(db), 16, epochs=1, progress=False)
     assert hash_mode.pool_size(10, 50) == 50 and hash_mode.pool_size(10, 10_000) == 1000
+
+
+@pytest.fixture
+def labelled_folders(tmp_path):
+    """LABELLED/<kind>/<n>.png catalogue and QUERIES/<kind>/<n>.png query folders of real Fashion-MNIST photos."""
+    images, labels = fashion_mnist.load("test")
+    cat, qdir = tmp_path / "LABELLED", tmp_path / "QUERIES"
+    for c in CLASSES:
+        name = fashion_mnist.CLASS_NAMES[c].replace("/", "-").replace(" ", "-")
+        for folder, picks in ((cat, np.flatnonzero(labels == c)[:15]), (qdir, np.flatnonzero(labels == c)[15:18])):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            for i in picks:
+                Image.fromarray(images[i]).save(folder / name / f"{i}.png")
+    return cat, qdir
+
+
+def test_cli_train_search_evaluate(labelled_folders, tmp_path, capsys):
+    from jiansuo.cli import main
+
+    cat, qdir = labelled_folders
+    idx = str(tmp_path / "c.idx")
+    assert main(["index", str(cat), "--index", idx, "--no-progress"]) == 0
+    query = str(next((qdir / "Bag").iterdir()))
+    capsys.readouterr()
+    assert main(["search", query, "--index", idx, "--mode", "hash"]) == 1
+    assert "train-hash" in capsys.readouterr().err
+    assert main(["train-hash", "--index", idx]) == 1
+    assert "exactly one of" in capsys.readouterr().err
+
+    assert main(["train-hash", str(cat), "--index", idx, "--bits", "16", "--epochs", "10", "--json",
+                 "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kind"] == "supervised" and summary["bits"] == 16 and summary["labels"] == 4
+    assert summary["trained_on"] == 60 and summary["coded_images"] == 60
+    assert main(["search", query, "--index", idx, "--mode", "hash", "--json", "-k", "5"]) == 0
+    [out] = json.loads(capsys.readouterr().out)
+    assert len(out["results"]) == 5 and out["candidates"] == 60  # pool default > catalogue: all examined
+    assert sum(r["id"].startswith("Bag/") for r in out["results"]) >= 4
+    with Index.open(idx) as index:
+        assert any(line.startswith("hash layer: supervised 16 bits") for line in store.info_lines(index))
+
+    assert main(["evaluate", "--index", idx, "--queries", str(qdir), "--map-k", "15", "-k", "5", "--json",
+                 "--no-progress", "--candidates", "20"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["queries"] == 12 and [r["mode"] for r in report["reports"]] == ["exact", "hash", "hamming"]
+    for r in report["reports"]:
+        assert 0.5 <= r["map@15"] <= 1 and 0.5 <= r["precision@5"] <= 1
+    assert report["reports"][1]["mean_candidates"] == 20 and report["reports"][1]["recall@5_vs_exact"] >= 0
+
+    # Labels from a CSV of index ids, and unsupervised codes for an unlabelled catalogue.
+    csv = tmp_path / "labels.csv"
+    with Index.open(idx) as index:
+        csv.write_text("path,label\n" + "".join(f"{i},{i.split('/')[0]}\n" for i in index.ids()))
+    assert main(["train-hash", "--labels", str(csv), "--index", idx, "--bits", "8", "--epochs", "3",
+                 "--no-progress"]) == 0
+    assert "supervised 8-bit hash layer on 60 images of 4 labels" in capsys.readouterr().out
+    assert main(["train-hash", "--unsupervised", "--index", idx, "--bits", "16", "--no-progress"]) == 0
+    assert main(["evaluate", "--index", idx, "--queries", str(qdir), "--labels", str(csv), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "hamming" in text and "mAP@1000" in text

@@ -13,10 +13,12 @@ from .layer import HashLayer
 
 
 def train_itq(features: np.ndarray, bits: int = 128, *, iterations: int = 50, seed: int = 0,
-              max_samples: int = 100_000) -> HashLayer:
+              max_samples: int = 100_000, rerank: str = "input") -> HashLayer:
     """An ITQ :class:`HashLayer` of ``bits`` bits fitted on ``features`` (N, D); needs N > bits and D ≥ bits.
 
     At most ``max_samples`` rows (a seeded sample) are used: PCA and the rotation settle long before.
+    Candidates are re-ranked by the stored feature (``rerank="input"``) or the rotated projection
+    (``"latent"``).
     """
     x = np.asarray(features, dtype=np.float32)
     n, dim = x.shape
@@ -43,6 +45,6 @@ def train_itq(features: np.ndarray, bits: int = 128, *, iterations: int = 50, se
     error = float(np.mean((np.where(v @ rotation >= 0, 1.0, -1.0) - v @ rotation) ** 2))
     return HashLayer(
         "itq", bits, {"mean": mean, "proj": (pca @ rotation).astype(np.float32)},
-        {"rerank": "input", "trained_on": int(len(x)), "iterations": iterations,
+        {"rerank": rerank, "trained_on": int(len(x)), "iterations": iterations,
          "quantization_error": round(error, 6)},
     )

@@ -50,6 +50,8 @@ class HashLayer:
                              "latent" if self.kind == "supervised" else "input")
         if self.info["rerank"] not in RERANK_SPACES:
             raise ValueError(f"unknown re-rank space {self.info['rerank']!r}; expected one of {RERANK_SPACES}")
+        if self.info["rerank"] == "hidden" and not (self.kind == "supervised" and self.n_hidden):
+            raise ValueError("re-ranking by the hidden layer needs a supervised layer with a hidden layer")
 
     # ------------------------------------------------------------------ inference
 

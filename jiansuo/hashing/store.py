@@ -81,6 +81,28 @@ def hash_info(index) -> dict | None:
     return json.loads(raw) if raw and (index.path / LAYER_FILE).is_file() else None
 
 
+def info_lines(index) -> list[str]:
+    """Lines ``jiansuo info`` prints about the hash layer and whether its codes are in step."""
+    info = hash_info(index)
+    if info is None:
+        return ["hash layer: none (train one with `jiansuo train-hash`, then search with --mode hash)"]
+    what = f"{info['kind']} {info['bits']} bits"
+    if info["kind"] == "supervised":
+        hidden = "x".join(map(str, info.get("hidden", []))) or "none"
+        what += f", {info.get('classes')} labels, hidden {hidden}, {info.get('epochs')} epochs"
+    what += f", trained on {info.get('trained_on')} images"
+    if info.get("train_seconds") is not None:
+        what += f" in {info['train_seconds']:.0f} s"
+    try:
+        with np.load(index.path / CODES_FILE, allow_pickle=False) as z:
+            in_step = str(z["fingerprint"]) == info["fingerprint"] and int(z["generation"]) == index.generation
+    except (OSError, ValueError, KeyError):
+        in_step = False
+    codes = "in step" if in_step else "behind the index (brought up to date on the next hash search)"
+    return [f"hash layer: {what}", f"hash codes: {-(-info['bits'] // 8)} bytes/image, re-rank by "
+            f"{info.get('rerank')} feature; {codes}"]
+
+
 def load_layer(index) -> HashLayer:
     """The index's trained layer; raises :class:`NoHashLayer` when there is none."""
     path = index.path / LAYER_FILE
@@ -147,8 +169,8 @@ def index_codes(index) -> IndexCodes:
             if rerank is None:
                 rerank = np.zeros((len(ids), new_feats.shape[1]), dtype=np.float16)
             rerank[rows] = new_feats.astype(np.float16)
-    if len(rows) or old is None or len(old["ids"]) != len(ids):
-        _write_cache(index.path / CODES_FILE, fingerprint, ids, sig, codes, rerank)
+    if len(rows) or old is None or len(old["ids"]) != len(ids) or int(old.get("generation", -1)) != generation:
+        _write_cache(index.path / CODES_FILE, fingerprint, generation, ids, sig, codes, rerank)
 
     result = IndexCodes(ids, codes, rerank, CodeTable(codes), layer, generation, int(len(rows)))
     with _LOCK:
@@ -175,12 +197,12 @@ def _read_cache(path: Path, fingerprint: str) -> dict | None:
         return None  # a missing, stale or damaged cache is simply rebuilt
 
 
-def _write_cache(path: Path, fingerprint: str, ids: list[str], sig: np.ndarray, codes: np.ndarray,
-                 rerank: np.ndarray | None) -> None:
+def _write_cache(path: Path, fingerprint: str, generation: int, ids: list[str], sig: np.ndarray,
+                 codes: np.ndarray, rerank: np.ndarray | None) -> None:
     # Readers may write the cache concurrently: each writes its own temp file, the last rename wins,
     # and every version is complete and consistent.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    arrays = {"fingerprint": np.array(fingerprint), "ids": np.array(ids, dtype=str), "sig": sig, "codes": codes}
+    arrays = {"fingerprint": np.array(fingerprint), "generation": np.array(generation), "ids": np.array(ids, dtype=str), "sig": sig, "codes": codes}
     if rerank is not None:
         arrays["rerank"] = rerank
     try:

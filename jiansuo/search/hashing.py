@@ -100,5 +100,11 @@ class HashSearcher:
 
 
 @register_mode("hash")
-def _factory(index, **options) -> HashSearcher:
-    return HashSearcher(index, **options)
+def _factory(index, *, rerank: bool = True, candidates: int | None = None, max_radius: int | None = None,
+             **options) -> HashSearcher:
+    if options:
+        raise ValueError(f"--mode hash does not take {', '.join(sorted(options))} (it takes candidates, "
+                         "max_radius, rerank)")
+    if candidates is not None and candidates < 1:
+        raise ValueError("candidates must be at least 1")
+    return HashSearcher(index, rerank=rerank, candidates=candidates, max_radius=max_radius)
