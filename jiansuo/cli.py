@@ -184,7 +184,7 @@ def _add_search(sub) -> None:
                    help="search strategy: auto (default: exact below the ANN threshold, ann above), exact, ann, "
                         "or a trained/ built one")
     p.add_argument("--ef", type=int, default=None,
-                   help="ann: graph search beam width, higher is more accurate and slower (default 64)")
+                   help="ann: graph search beam width, higher is more accurate and slower (default 128)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--sheet", type=Path, default=None, help="write a contact sheet image of the results")
     p.set_defaults(func=_cmd_search)

@@ -18,7 +18,7 @@ by their digest and only relocated. Small differences are not written back at on
 1M-image graph takes seconds); a later process re-applies them in milliseconds, and the snapshot is
 rewritten once enough changes pile up or when :func:`refresh` is called after indexing.
 
-Memory: the graph holds ``reduce_dim``-d float32 projections (128-d by default, from 1280-d), found
+Memory: the graph holds ``reduce_dim``-d float32 projections (192-d by default, from 1280-d), found
 by an uncentred PCA so that inner products, hence cosine ranks, are kept; searchers re-rank the
 graph's candidates with the exact stored vectors, read through memory maps, so the full-dimension
 matrix is never loaded.
@@ -51,7 +51,7 @@ MANIFEST = "manifest.json"
 #: Graph parameters: links per node, construction beam width, dimension after PCA.
 DEFAULT_M = 16
 DEFAULT_EF_CONSTRUCTION = 100
-DEFAULT_REDUCE_DIM = 128
+DEFAULT_REDUCE_DIM = 192
 #: PCA needs enough vectors to find the subspace; below this the graph keeps full dimensions.
 PCA_MIN_VECTORS = 10_000
 #: Vectors sampled to fit the PCA; until a fit used this many, the graph is rebuilt each time the

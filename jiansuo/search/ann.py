@@ -20,8 +20,8 @@ from .base import Hit, Result, register_mode
 from .exact import ExactSearcher, top_k
 
 #: Graph search beam width (the accuracy/speed knob) and how many candidates are re-ranked exactly.
-DEFAULT_EF = 64
-DEFAULT_CANDIDATES = 40
+DEFAULT_EF = 128
+DEFAULT_CANDIDATES = 50
 #: ``auto`` mode uses the graph from this many images up (override: $JIANSUO_ANN_THRESHOLD).
 AUTO_THRESHOLD = 50_000
 #: Masks keeping at most this many images (or this share of the index) are searched exactly.
