@@ -62,7 +62,7 @@ class HashLayer:
     def _hidden(self, x: np.ndarray) -> np.ndarray:
         h = (np.asarray(x, dtype=np.float32) - self.params["mean"]) * self.params["scale"]
         for i in range(self.n_hidden):
-            h = np.maximum(h @ self.params[f"w{i}"] + self.params[f"b{i}"], 0.0)
+            h = np.maximum(_dense(h, self.params[f"w{i}"], self.params[f"b{i}"]), 0.0)
         return h
 
     @property
@@ -82,8 +82,8 @@ class HashLayer:
         """
         x = self._check(features)
         if self.kind == "itq":
-            return (x - self.params["mean"]) @ self.params["proj"]
-        return _centred_sigmoid(self._hidden(x) @ self.params["wl"] + self.params["bl"])
+            return _dense(x - self.params["mean"], self.params["proj"])
+        return _centred_sigmoid(_dense(self._hidden(x), self.params["wl"], self.params["bl"]))
 
     def codes(self, features: np.ndarray, batch: int = 65536) -> np.ndarray:
         """Packed K-bit codes (N, ceil(K/8)) of ``features``, computed in blocks to bound memory."""
@@ -100,7 +100,7 @@ class HashLayer:
             chunk = x[s : s + batch]
             if self.kind == "supervised":
                 h = self._hidden(chunk)
-                z = _centred_sigmoid(h @ self.params["wl"] + self.params["bl"])
+                z = _centred_sigmoid(_dense(h, self.params["wl"], self.params["bl"]))
             else:
                 h, z = None, self.latent(chunk)
             codes.append(pack_bits(z > 0))
@@ -166,3 +166,10 @@ class HashLayer:
 def _centred_sigmoid(z: np.ndarray) -> np.ndarray:
     """sigmoid(z) - 0.5, written with tanh so large |z| cannot overflow."""
     return 0.5 * np.tanh(0.5 * z)
+
+
+def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """``x @ w + b``. A query is a row or a few: numpy's own loop then, because waking BLAS's threads
+    costs milliseconds on a busy machine, more than the product itself."""
+    out = np.einsum("ij,jk->ik", x, w) if len(x) <= 16 else x @ w
+    return out if b is None else out + b

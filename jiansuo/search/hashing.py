@@ -18,7 +18,7 @@ import numpy as np
 
 from ..features.base import l2_normalize
 from .base import Hit, Result, register_mode
-from .exact import top_k
+from .exact import scores, top_k
 
 #: Default candidate pool: this many per requested result, and never fewer than ``MIN_CANDIDATES``
 #: (on Fashion-MNIST, 1,000 ITQ candidates out of 60,000 hold 99.6% of the exact top 10).
@@ -49,10 +49,15 @@ def coarse_to_fine(
     rows, _ = within_radius(dist, pool, max_radius=min(bits if max_radius is None else max_radius, bits))
     rows = rows[:pool]
     if features is None:
-        scores = 1.0 - 2.0 * dist[rows[:k]].astype(np.float32) / bits
-        hits = [(int(r), float(s)) for r, s in zip(rows[:k], scores) if min_score is None or s >= min_score]
+        code_cosines = 1.0 - 2.0 * dist[rows[:k]].astype(np.float32) / bits
+        hits = [(int(r), float(s)) for r, s in zip(rows[:k], code_cosines) if min_score is None or s >= min_score]
         return hits, len(rows)
-    sims = (features[rows].astype(np.float32) @ np.asarray(query_feature, dtype=np.float32))[None]
+    query = np.asarray(query_feature, dtype=np.float32)[None]
+    if len(rows) == len(features):  # every image is a candidate: score in place rather than gather a copy
+        return top_k(scores(features, query), k, min_score)[0], len(rows)
+    # numpy's own loop, not BLAS: for a few thousand rows, waking BLAS's threads on a busy machine
+    # costs more (p95 ~12 ms against ~1.4 ms here) than the product.
+    sims = np.einsum("ij,j->i", features[rows].astype(np.float32, copy=False), query[0])[None]
     return [(int(rows[i]), s) for i, s in top_k(sims, k, min_score)[0]], len(rows)
 
 
