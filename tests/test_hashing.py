@@ -246,6 +246,14 @@ def test_cli_train_search_evaluate(labelled_folders, tmp_path, capsys):
     assert main(["train-hash", "--labels", str(csv), "--index", idx, "--bits", "8", "--epochs", "3",
                  "--no-progress"]) == 0
     assert "supervised 8-bit hash layer on 60 images of 4 labels" in capsys.readouterr().out
+    # Labelled photos that are not in the index are embedded for training.
+    assert main(["train-hash", str(qdir), "--index", idx, "--bits", "8", "--epochs", "3", "--json",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["trained_on"] == 12
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nno/such.png,Bag\n")
+    assert main(["train-hash", "--labels", str(bad), "--index", idx, "--no-progress"]) == 1
+    assert "bad.csv:2" in capsys.readouterr().err
     assert main(["train-hash", "--unsupervised", "--index", idx, "--bits", "16", "--no-progress"]) == 0
     assert main(["evaluate", "--index", idx, "--queries", str(qdir), "--labels", str(csv), "--no-progress"]) == 0
     text = capsys.readouterr().out
