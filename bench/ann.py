@@ -14,7 +14,7 @@ Rows, side by side in one run on this machine (2 cores):
   * exact, the original system's way: float32 matrix in RAM, ``numpy.dot`` then ``argsort``;
   * jiansuo's embedded ANN (``--mode ann``): a float16 index on disk, HNSW (hnswlib) over a 128-d
     PCA projection, candidates re-ranked with the exact stored vectors; one row per ``ef``;
-  * pgvector HNSW: a slot filled by the PostgreSQL step (see :func:`pgvector_rows`).
+  * pgvector: the same vectors in the site's PostgreSQL table, its three query shapes (bench/pgvector_ann.py).
 Recall@10 is measured against exact full-dimension search of the same stored vectors. Build time
 and memory of the ANN index are measured in fresh child processes (peak RSS, and the growth of RSS
 when the graph is loaded). The section between the markers in bench/RESULTS.md is rewritten.
@@ -133,8 +133,9 @@ def full_matrix(path: Path) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------- child processes
 
 
-def rss_mib(field: str = "VmRSS") -> float:
-    """This process's resident memory (VmRSS) or its peak since exec (VmHWM; ru_maxrss would carry the parent's)."""
+def rss_mib(field: str = "RssAnon") -> float:
+    """A /proc/self/status figure in MiB: RssAnon (memory the process owns, not the file pages it maps),
+    RssFile, or VmHWM (peak resident since exec; ru_maxrss would carry the parent's)."""
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(field + ":"):
@@ -238,13 +239,14 @@ def ground_truth(matrix: np.ndarray, queries: np.ndarray, k: int = 10) -> np.nda
 # --------------------------------------------------------------------------- pgvector (later step)
 
 
-def pgvector_rows(args, index_path: Path, queries: np.ndarray, truth_ids: list[list[str]]) -> list[dict]:
-    """SLOT for the PostgreSQL + pgvector step: load the same vectors into a ``halfvec`` column with an HNSW
-    index (server from scripts/services.sh), and return rows shaped like the embedded ones:
-    ``{"system": "pgvector HNSW (...)", "build_s", "memory_mib", "single_ms", "batch100_ms", "recall"}``.
-    Returns no rows until that step fills it in.
+def pgvector_rows(args, index_path: Path, queries: np.ndarray, truth_ids: list[list[str]]) -> tuple[list[dict], list[str]]:
+    """The same vectors in PostgreSQL + pgvector as the site stores and searches them (bench/pgvector_ann.py):
+    rows shaped like the embedded ones, and notes for the text. Needs the server of scripts/services.sh
+    (``$JIANSUO_TEST_DATABASE_URL``); without it, no rows and a note saying so.
     """
-    return []
+    from pgvector_ann import pgvector_rows as measure
+
+    return measure(index_path, queries, truth_ids, server_url=os.environ.get("JIANSUO_TEST_DATABASE_URL"))
 
 
 # --------------------------------------------------------------------------- report
@@ -314,7 +316,7 @@ def main() -> None:
     truth = ground_truth(matrix, queries)
     truth_ids = [[ids[i] for i in row] for row in truth]
     del matrix
-    pg_rows = pgvector_rows(args, path, queries, truth_ids)
+    pg_rows, pg_notes = pgvector_rows(args, path, queries, truth_ids)
     load_end = os.getloadavg()
 
     graph_mib = serve["rss_loaded_mib"] - serve["rss_before_mib"]
@@ -366,6 +368,7 @@ def main() -> None:
         f"that query (for exact, of both cores), which waiting for a busy core does not inflate. "
         f"On disk: {sum(f.stat().st_size for f in path.glob('seg-*.npy')) / 2**20:.0f} MiB of float16 vectors + "
         f"{sum(f.stat().st_size for f in (path / 'ann').iterdir()) / 2**20:.0f} MiB of ANN graph.",
+        *pg_notes,
     ]
     text = "\n".join(lines)
     print(text)

@@ -210,6 +210,16 @@ def test_auto_mode_uses_the_graph_only_above_the_threshold(make_index, real_vect
     assert recall(approx, exact) >= 0.95
 
 
+def test_auto_mode_switches_float16_indexes_to_the_graph_sooner(make_index, real_vectors, monkeypatch, tmp_path):
+    monkeypatch.delenv("JIANSUO_ANN_THRESHOLD", raising=False)
+    monkeypatch.setattr(ann, "AUTO_THRESHOLD", {"float32": N_CATALOG + 1, "float16": N_CATALOG})
+    wide, half = make_index("wide.idx"), make_index("half.idx", dtype="float16")
+    search_index(wide, queries(real_vectors), 10, mode="auto")
+    search_index(half, queries(real_vectors), 10, mode="auto")
+    assert not (tmp_path / "wide.idx" / "ann").exists()
+    assert (tmp_path / "half.idx" / "ann" / "manifest.json").is_file()
+
+
 def test_store_locations_match_vectors_order(make_index, real_vectors):
     index = make_index()
     index.remove(["item010.jpg"])
