@@ -8,7 +8,8 @@ JIANSUO_SECRET_KEY             Django's secret key (required unless JIANSUO_DEBU
 JIANSUO_DEBUG                  1 for development: tracebacks, relaxed security (0)
 JIANSUO_ALLOWED_HOSTS          comma-separated host names (``localhost,127.0.0.1``)
 JIANSUO_CSRF_TRUSTED_ORIGINS   comma-separated origins, e.g. ``https://shop.example.com``
-DATABASE_URL                   any dj-database-url URL (``sqlite:///$JIANSUO_DATA_DIR/db.sqlite3``)
+DATABASE_URL                   any dj-database-url URL (``sqlite:///$JIANSUO_DATA_DIR/db.sqlite3``);
+                               ``postgres://...`` (with pgvector) selects the pgvector search backend
 JIANSUO_MEDIA_ROOT             product photos (``$JIANSUO_DATA_DIR/media``)
 JIANSUO_STATIC_ROOT            ``collectstatic`` target (``$JIANSUO_DATA_DIR/static``)
 JIANSUO_INDEX                  the search index folder (``$JIANSUO_DATA_DIR/catalog.idx``)
@@ -23,6 +24,15 @@ JIANSUO_DEMO                   1 shows the "demo catalogue" banner (0)
 JIANSUO_EMAIL_HOST, _PORT,     SMTP server for password-reset mail; without a host, mail is
 _USER, _PASSWORD, _USE_TLS     printed on the console
 JIANSUO_FROM_EMAIL             sender address (``jiansuo@localhost``)
+JIANSUO_PG_SEARCH              PostgreSQL: ``hnsw`` (feature HNSW), ``pca`` (projection, then features),
+                               ``hash`` (codes, then features), ``auto`` (pca once trained, else hnsw)
+JIANSUO_PG_EF_SEARCH           PostgreSQL: HNSW beam width, the recall/speed knob (40)
+JIANSUO_PG_CANDIDATES          PostgreSQL, pca/hash: photos re-ranked by their features (64 / 400)
+JIANSUO_BROKER_URL             Celery broker (e.g. ``redis://host:6379/0``); set, photos are embedded
+                               by worker processes; unset, in the process that stores them
+JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
+JIANSUO_TASK_PHOTOS            photos per indexing task (64)
+JIANSUO_TASK_VISIBILITY_TIMEOUT  seconds after which a task of a vanished worker runs again (900)
 =============================  ==================================================================
 """
 
@@ -133,6 +143,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     if DATABASES["default"]["NAME"] != ":memory:":
         Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The pgvector tables are created on PostgreSQL only (SQLite keeps its vectors in the index folder).
+DATABASE_ROUTERS = ["jiansuo.web.catalog.routers.PgVectorTablesRouter"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -177,6 +189,35 @@ JIANSUO_RESULTS = 24
 JIANSUO_MAX_K = 100
 JIANSUO_DEFAULT_CURRENCY = _env("JIANSUO_DEFAULT_CURRENCY", "CNY")
 JIANSUO_DEMO = _env_bool("JIANSUO_DEMO", False)
+# PostgreSQL only: how a search uses pgvector (see jiansuo.web.catalog.pgsearch).
+JIANSUO_PG_SEARCH = _env("JIANSUO_PG_SEARCH", "auto")
+if JIANSUO_PG_SEARCH not in ("auto", "hnsw", "pca", "hash"):
+    raise ImproperlyConfigured(f"JIANSUO_PG_SEARCH must be auto, hnsw, pca or hash, not {JIANSUO_PG_SEARCH!r}")
+JIANSUO_PG_EF_SEARCH = int(_env("JIANSUO_PG_EF_SEARCH", "40"))
+# Candidates re-ranked in pca and hash modes (0: the mode's measured default).
+JIANSUO_PG_CANDIDATES = int(_env("JIANSUO_PG_CANDIDATES", "0"))
+
+# ---------------------------------------------------------------- indexing workers (Celery)
+# Without a broker, photos are embedded in the process that stores them (the embedded default).
+# With one, they are queued as tasks for `celery -A jiansuo.web worker` processes on any machine.
+CELERY_BROKER_URL = _env("JIANSUO_BROKER_URL") or _env("CELERY_BROKER_URL")
+CELERY_TASK_DEFAULT_QUEUE = _env("JIANSUO_TASK_QUEUE", "jiansuo-index")
+CELERY_TASK_ACKS_LATE = True               # acknowledge a message after its work, not before
+CELERY_TASK_REJECT_ON_WORKER_LOST = True   # a killed worker process hands its task back
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1      # a busy worker does not hoard tasks others could run
+CELERY_TASK_IGNORE_RESULT = True           # outcomes are recorded in the database (IndexTask)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A task unacknowledged this long (its worker machine died) is delivered again. Must exceed the
+    # longest task plus retry delay (tasks of JIANSUO_TASK_PHOTOS photos take seconds).
+    "visibility_timeout": int(_env("JIANSUO_TASK_VISIBILITY_TIMEOUT", "900")),
+    # Look for such tasks every 10 s.
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+}
+# Photos per task: small enough to spread over workers and retry cheaply, large enough to batch.
+JIANSUO_TASK_PHOTOS = int(_env("JIANSUO_TASK_PHOTOS", "64"))
 
 # ---------------------------------------------------------------- API
 REST_FRAMEWORK = {

@@ -1,8 +1,12 @@
-"""Django set-up for the site's tests: settings from the environment, a test database per session.
+"""Django set-up for the site's tests: settings from the environment, test databases per session.
 
 Runs with plain ``pytest`` (no pytest-django): the environment is set before Django is imported,
-and a session fixture creates the test database (SQLite in memory by default; whatever
-DATABASE_URL names otherwise) the way Django's own test runner does.
+and a session fixture creates the test databases the way Django's own test runner does: the
+default one (SQLite in memory unless DATABASE_URL names another) and, when
+JIANSUO_TEST_DATABASE_URL is set (``source var/services.env`` after ``scripts/services.sh``), a
+PostgreSQL one under the alias ``postgres``. Test classes wrapped by
+:func:`tests.web.support.on_postgresql` run with that one as the default database, so the same
+tests check both search backends.
 """
 
 from __future__ import annotations
@@ -28,11 +32,20 @@ os.environ.update({
     "JIANSUO_API_ANON_RATE": "100000/min",
     "JIANSUO_API_USER_RATE": "100000/min",
 })
-for _name in ("JIANSUO_INDEX", "JIANSUO_MEDIA_ROOT", "JIANSUO_STATIC_ROOT"):
+# No broker: photos are embedded in-process unless a test configures one.
+for _name in ("JIANSUO_INDEX", "JIANSUO_MEDIA_ROOT", "JIANSUO_STATIC_ROOT", "JIANSUO_BROKER_URL", "CELERY_BROKER_URL",
+              "JIANSUO_PG_SEARCH"):
     os.environ.pop(_name, None)
 
+import dj_database_url  # noqa: E402
 import django  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+PG_URL = os.environ.get("JIANSUO_TEST_DATABASE_URL", "").strip()
+if PG_URL:
+    # A test database per pytest process: several test runs may share one server.
+    settings.DATABASES["postgres"] = {**dj_database_url.parse(PG_URL),
+                                      "TEST": {"NAME": f"test_jiansuo_{os.getpid()}"}}
 django.setup()
 
 

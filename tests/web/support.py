@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
+import unittest
 from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth.models import Permission, User
+from django.db import connections
 from django.test import TestCase, override_settings
 from PIL import Image
 
@@ -103,3 +106,49 @@ class CatalogTestCase(IsolatedSiteMixin, TestCase):
 
     def login(self, user=None):
         self.client.force_login(user or self.user)
+
+
+PG_URL = os.environ.get("JIANSUO_TEST_DATABASE_URL", "").strip()
+NO_POSTGRES = ("JIANSUO_TEST_DATABASE_URL is unset: start PostgreSQL with scripts/services.sh and "
+               "`source var/services.env` to run the PostgreSQL tests")
+
+
+class OnPostgreSQL:
+    """Mixin: the test class runs with the PostgreSQL test database as Django's default database.
+
+    Everything the site does (the ORM, transactions, ``get_backend()``) goes through
+    ``connections["default"]``, so pointing that alias at the PostgreSQL connection for the
+    class's duration runs the very same tests against the pgvector backend.
+    """
+
+    databases = {"default", "postgres"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls._saved_default = connections["default"]
+        connections["default"] = connections["postgres"]
+        reset_backend()
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls._restore_default()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls._restore_default()
+
+    @classmethod
+    def _restore_default(cls):
+        connections["default"] = cls._saved_default
+        reset_backend()
+
+
+def on_postgresql(cls: type) -> type:
+    """A copy of the test class ``cls`` that runs on PostgreSQL (skipped when no server is configured)."""
+    variant = type(f"{cls.__name__}OnPostgreSQL", (OnPostgreSQL, cls),
+                   {"__module__": cls.__module__, "__doc__": f"{cls.__doc__ or cls.__name__} (PostgreSQL)"})
+    return unittest.skipUnless(PG_URL, NO_POSTGRES)(variant)

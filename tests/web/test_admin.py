@@ -12,7 +12,7 @@ from jiansuo.web.catalog.models import Product, ProductImage
 from jiansuo.web.catalog.search import get_backend
 from tests.conftest import real_photo
 
-from .support import CatalogTestCase, jpeg_bytes
+from .support import CatalogTestCase, jpeg_bytes, on_postgresql
 
 
 def inline(prefix: str = "images", total: int = 1, initial: int = 0, **rows) -> dict:
@@ -131,3 +131,6 @@ class AdminTests(CatalogTestCase):
                             product.images.first().url)
         self.assertEqual(self.client.get(reverse("admin:catalog_product_add")).status_code, 200)
         self.assertContains(self.client.get(reverse("admin:catalog_product_changelist"), {"q": "coffee"}), "coffee-1")
+
+
+AdminTestsOnPostgreSQL = on_postgresql(AdminTests)

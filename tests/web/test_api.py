@@ -11,7 +11,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from .support import CatalogTestCase, query_photo
+from .support import CatalogTestCase, on_postgresql, query_photo
 
 RESULT_KEYS = {"item_id", "title", "category", "price", "shop", "url", "image_url", "score"}
 
@@ -158,3 +158,6 @@ class ApiTests(CatalogTestCase):
         search = schema["paths"]["/api/search"]["post"]
         self.assertIn("multipart/form-data", search["requestBody"]["content"])
         self.assertTrue({"200", "400", "401", "413"} <= set(search["responses"]))
+
+
+ApiTestsOnPostgreSQL = on_postgresql(ApiTests)

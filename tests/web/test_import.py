@@ -278,7 +278,7 @@ def indexed_count(path: Path) -> int:
     try:
         with Index.open(path) as index:
             return len(index)
-    except IndexError_:
+    except (IndexError_, KeyError):  # KeyError: the file exists but its metadata is not committed yet
         return 0
 
 

@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 
 from tests.conftest import real_photo
 
-from .support import CATALOGUE, CatalogTestCase, IsolatedSiteMixin, query_photo
+from .support import CATALOGUE, CatalogTestCase, IsolatedSiteMixin, on_postgresql, query_photo
 
 
 def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
@@ -216,3 +216,6 @@ class DemoBannerTests(CatalogTestCase):
     def test_no_banner_for_a_real_catalogue(self):
         self.assertNotContains(self.client.get("/"), "demo-banner")
 
+
+SearchPageTestsOnPostgreSQL = on_postgresql(SearchPageTests)
+EmptyCatalogueTestsOnPostgreSQL = on_postgresql(EmptyCatalogueTests)

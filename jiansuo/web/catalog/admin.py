@@ -16,9 +16,9 @@ from django.db import models, transaction
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import services
+from . import jobs, services
 from .forms import decode_photo, upload_bytes
-from .models import Product, ProductImage
+from .models import IndexJob, IndexTask, Product, ProductImage
 from .photos import store_product_photo
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class ProductAdmin(admin.ModelAdmin):
     def _sync_now(self, request, photo_ids: set[str]) -> None:
         # The database change is committed; a failing index update must not hide that.
         try:
-            report = services.sync_index(photo_ids)
+            report = services.sync_index(photo_ids, label=f"admin: {request.user} changed products")
         except Exception as exc:  # noqa: BLE001 (any failure: tell the operator how to repair)
             log.exception("search index update failed")
             self.message_user(request, _("Saved, but the search index could not be updated (%(error)s). "
@@ -130,3 +130,46 @@ class ProductAdmin(admin.ModelAdmin):
         for pid, reason in report.failed:
             self.message_user(request, _("Photo %(photo)s could not be indexed: %(reason)s")
                               % {"photo": pid, "reason": reason}, messages.WARNING)
+        if report.job is not None:
+            self.message_user(request, _("%(count)d photo(s) queued for the indexing workers; they are "
+                                         "searchable once indexing job %(job)s is done.")
+                              % {"count": report.queued, "job": report.job.pk}, messages.INFO)
+
+
+class IndexTaskInline(admin.TabularInline):
+    model = IndexTask
+    fields = ("id", "state", "size", "indexed", "attempts", "worker", "started", "finished", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(IndexJob)
+class IndexJobAdmin(admin.ModelAdmin):
+    """Progress of the photos queued for the indexing workers (read from their tasks' rows)."""
+
+    list_display = ("id", "label", "created", "photos", "progress", "failed")
+    readonly_fields = ("label", "created", "photos", "progress", "failed")
+    inlines = [IndexTaskInline]
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: IndexJob) -> str:
+        state = jobs.progress(obj)
+        running = _(", %(n)d task(s) running") % {"n": state.running_tasks} if state.running_tasks else ""
+        return _("%(finished)d of %(photos)d photos (%(percent)d%%)%(running)s") % {
+            "finished": state.finished, "photos": state.photos, "percent": state.percent, "running": running}
+
+    @admin.display(description=_("not indexed"))
+    def failed(self, obj: IndexJob) -> str:
+        state = jobs.progress(obj)
+        return "; ".join(f"{pid}: {reason}" for pid, reason in state.failed_photos[:20]) or "—"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -6,7 +6,8 @@ separated by ``|`` in CSV or given as a list in JSON Lines.
 
 The file is processed in chunks: the chunk's photos are fetched concurrently (and stored once
 per distinct content), its rows are written in one transaction, then its new photos are
-embedded. An interrupted import keeps every finished chunk, and a rerun only changes what
+embedded (or, with a broker configured, queued for the indexing workers as tasks of one job per
+import: see :mod:`.jobs`). An interrupted import keeps every finished chunk, and a rerun only changes what
 differs: unchanged rows are not written, and photos already downloaded from the same URL are
 not downloaded again (unless ``refresh_images``). A bad row is reported with its line number
 and skipped; the rest of the file is imported.
@@ -32,7 +33,7 @@ from jiansuo.images import ImageError
 
 from . import services
 from .fetch import Fetcher, FetchError, is_url
-from .models import Product, ProductImage
+from .models import IndexJob, Product, ProductImage
 from .photos import StoredPhoto, store_product_photo
 
 COLUMNS = ("item_id", "title", "category", "price", "shop", "url", "image")
@@ -76,11 +77,15 @@ class ImportReport:
     photos_reused: int = 0
     indexed: int = 0
     index_failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Photos queued for the indexing workers, and their job (with a broker configured).
+    queued: int = 0
+    job: IndexJob | None = None
 
     def summary(self) -> str:
+        queued = f"; queued {self.queued} for the indexing workers (job {self.job.pk})" if self.job else ""
         lines = [f"created {self.created}, updated {self.updated}, unchanged {self.unchanged}, "
                  f"skipped {len(self.skipped)}; photos downloaded {self.photos_downloaded}, "
-                 f"read from disk {self.photos_read}, reused {self.photos_reused}; indexed {self.indexed}"]
+                 f"read from disk {self.photos_read}, reused {self.photos_reused}; indexed {self.indexed}{queued}"]
         lines += [f"  line {ln}{f' ({item})' if item else ''}: {reason}" for ln, item, reason in self.skipped]
         lines += [f"  photo {pid} not indexed: {reason}" for pid, reason in self.index_failed]
         return "\n".join(lines)
@@ -255,7 +260,7 @@ class CatalogImporter:
                 self._import_chunk(batch, pool)
             bar.update(max(0, total - bar.n))
         # Repairs whatever an earlier, interrupted run left between a commit and its indexing.
-        self._absorb(services.sync_index(progress=self.progress))
+        self._absorb(self._sync(None))
         self.report.skipped.sort()
         return self.report
 
@@ -314,7 +319,7 @@ class CatalogImporter:
                     else:
                         photos.append((src, stored[src]))
                 touched |= self._save_row(row, existing.get(row.item_id), photos)
-        self._absorb(services.sync_index(touched))
+        self._absorb(self._sync(touched))
 
     def _fetch_and_store(self, src: str) -> StoredPhoto | str:
         """Runs in a worker thread: the stored photo, or the reason it could not be had."""
@@ -360,9 +365,15 @@ class CatalogImporter:
         ])
         return before | set(unique)
 
+    def _sync(self, photo_ids: set[str] | None) -> services.SyncReport:
+        return services.sync_index(photo_ids, progress=self.progress and photo_ids is None, job=self.report.job,
+                                   label=f"import {self.path.name}")
+
     def _absorb(self, sync: services.SyncReport) -> None:
         self.report.indexed += sync.added
         self.report.index_failed.extend(sync.failed)
+        self.report.queued += sync.queued
+        self.report.job = sync.job or self.report.job
 
 
 def import_catalog(path: str | Path, **options) -> ImportReport:

@@ -1,10 +1,12 @@
 """The search backend: the one place the site embeds images and searches the catalogue.
 
-Views, the API, the admin and the import command only call :func:`get_backend` and the methods of
-:class:`SearchBackend`. Today's backend is the core's on-disk :class:`jiansuo.index.Index`
-(vectors in files, filters applied as a mask from the database). Another backend (PostgreSQL with
-pgvector, where a search is one SQL query) implements the same methods and is chosen in
-:func:`get_backend`.
+Views, the API, the admin, the import command and the indexing workers only call
+:func:`get_backend` and the methods of :class:`SearchBackend`. The database chooses the backend:
+
+- SQLite (the embedded default): :class:`IndexBackend`, the core's on-disk
+  :class:`jiansuo.index.Index` (vectors in files, filters applied as a mask from the database);
+- PostgreSQL: :class:`~jiansuo.web.catalog.pgsearch.PgVectorBackend`, vectors and hash codes in a
+  pgvector table, where a search is one SQL query that also applies the filters.
 
 The model is loaded once per process (:func:`jiansuo.features.cached_extractor`), not per request.
 """
@@ -20,7 +22,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Q, QuerySet
 from PIL import Image
 
 from jiansuo.features import Extractor, cached_extractor
@@ -42,15 +45,20 @@ class Filters:
     min_price: Decimal | None = None
     max_price: Decimal | None = None
 
+    def q(self, prefix: str = "") -> Q:
+        """The filters as a condition on products (``prefix`` reaches them from another model, e.g. ``product__``)."""
+        cond = Q()
+        if self.category:
+            cond &= Q(**{f"{prefix}category": self.category})
+        if self.min_price is not None:
+            cond &= Q(**{f"{prefix}price__gte": self.min_price})
+        if self.max_price is not None:
+            cond &= Q(**{f"{prefix}price__lte": self.max_price})
+        return cond
+
     def apply(self, products: QuerySet[Product]) -> QuerySet[Product]:
         """``products`` restricted to these filters."""
-        if self.category:
-            products = products.filter(category=self.category)
-        if self.min_price is not None:
-            products = products.filter(price__gte=self.min_price)
-        if self.max_price is not None:
-            products = products.filter(price__lte=self.max_price)
-        return products
+        return products.filter(self.q())
 
     @property
     def active(self) -> bool:
@@ -67,11 +75,13 @@ class ProductHit:
 
 
 class SearchBackend:
-    """Embedded backend: the core index folder at ``settings.JIANSUO_INDEX_PATH``."""
+    """What every backend does; subclasses store the vectors and search them.
 
-    def __init__(self, index_path: str | Path, model: str, weights: str | None = None):
+    Photo ids are paths under MEDIA_ROOT (``ProductImage.file``).
+    """
+
+    def __init__(self, model: str, weights: str | None = None):
         self.extractor: Extractor = cached_extractor(model, weights=weights)
-        self.index = Index.open_or_create(index_path, self.extractor.describe())
 
     # -------------------------------------------------------------- embedding
 
@@ -88,25 +98,29 @@ class SearchBackend:
 
     def add(self, infos: Sequence[ItemInfo], vectors: np.ndarray) -> None:
         """Store the vectors of these photos (replacing any stored under the same ids)."""
-        self.index.add(vectors, infos)
+        raise NotImplementedError
 
     def remove(self, photo_ids: Iterable[str]) -> int:
         """Forget these photos; returns how many were stored."""
-        return self.index.remove(photo_ids)
+        raise NotImplementedError
 
     def photo_ids(self) -> set[str]:
         """Ids of every photo that has a stored vector."""
-        return set(self.index.items())
+        raise NotImplementedError
 
     def indexed(self, photo_ids: Iterable[str]) -> set[str]:
         """Those of ``photo_ids`` that have a stored vector."""
-        return {pid for pid in photo_ids if pid in self.index}
+        raise NotImplementedError
 
     def vector_of(self, photo_id: str) -> np.ndarray | None:
         """The stored vector of one photo, or None when it has none (yet)."""
-        if photo_id not in self.index:
-            return None
-        return self.index.get_vectors([photo_id])[0]
+        raise NotImplementedError
+
+    def maintain(self) -> None:
+        """Bring derived data up to date (called by a full ``sync_index``); nothing by default."""
+
+    def close(self) -> None:
+        """Release what the backend holds open."""
 
     # -------------------------------------------------------------- searching
 
@@ -116,6 +130,51 @@ class SearchBackend:
 
         A product with several photos counts once, with its best photo's score.
         """
+        raise NotImplementedError
+
+    def similar(self, product: Product, k: int, filters: Filters = Filters()) -> tuple[list[ProductHit], bool]:
+        """(hits, indexed): products that look like ``product`` (itself excluded), by its first
+        indexed photo; ``indexed`` is False while none of its photos has a vector."""
+        for image in product.images.all():
+            vector = self.vector_of(image.file)
+            if vector is not None:
+                return self.search(vector, k, filters, exclude=product), True
+        return [], False
+
+
+class IndexBackend(SearchBackend):
+    """Embedded backend: the core index folder at ``settings.JIANSUO_INDEX_PATH``.
+
+    Several processes may write it (the index has a cross-process write lock), but only on one
+    machine: for indexing spread over machines, use PostgreSQL.
+    """
+
+    def __init__(self, index_path: str | Path, model: str, weights: str | None = None):
+        super().__init__(model, weights)
+        self.index = Index.open_or_create(index_path, self.extractor.describe())
+
+    def add(self, infos: Sequence[ItemInfo], vectors: np.ndarray) -> None:
+        self.index.add(vectors, infos)
+
+    def remove(self, photo_ids: Iterable[str]) -> int:
+        return self.index.remove(photo_ids)
+
+    def photo_ids(self) -> set[str]:
+        return set(self.index.items())
+
+    def indexed(self, photo_ids: Iterable[str]) -> set[str]:
+        return {pid for pid in photo_ids if pid in self.index}
+
+    def vector_of(self, photo_id: str) -> np.ndarray | None:
+        if photo_id not in self.index:
+            return None
+        return self.index.get_vectors([photo_id])[0]
+
+    def close(self) -> None:
+        self.index.close()
+
+    def search(self, vector: np.ndarray, k: int, filters: Filters = Filters(), *,
+               exclude: Product | None = None) -> list[ProductHit]:
         products = filters.apply(Product.objects.all())
         if exclude is not None:
             products = products.exclude(pk=exclude.pk)
@@ -139,15 +198,6 @@ class SearchBackend:
             if len(hits) >= k or want >= searchable:
                 return hits[:k]
             want = min(searchable, want * 4)
-
-    def similar(self, product: Product, k: int, filters: Filters = Filters()) -> tuple[list[ProductHit], bool]:
-        """(hits, indexed): products that look like ``product`` (itself excluded), by its first
-        indexed photo; ``indexed`` is False while none of its photos has a vector."""
-        for image in product.images.all():
-            vector = self.vector_of(image.file)
-            if vector is not None:
-                return self.search(vector, k, filters, exclude=product), True
-        return [], False
 
 
 def _products_for(photo_hits, products: QuerySet[Product]) -> list[ProductHit]:
@@ -174,21 +224,29 @@ _backend_lock = threading.Lock()
 
 
 def get_backend() -> SearchBackend:
-    """The process's search backend, created on first use (loads the model and opens the index)."""
+    """The process's search backend, created on first use (loads the model, opens the index).
+
+    PostgreSQL gets the pgvector backend; any other database the embedded index folder.
+    """
     global _backend
     with _backend_lock:
         if _backend is None:
-            _backend = SearchBackend(settings.JIANSUO_INDEX_PATH, settings.JIANSUO_MODEL,
-                                     settings.JIANSUO_MODEL_WEIGHTS)
+            if connection.vendor == "postgresql":
+                from .pgsearch import PgVectorBackend
+
+                _backend = PgVectorBackend(settings.JIANSUO_MODEL, settings.JIANSUO_MODEL_WEIGHTS)
+            else:
+                _backend = IndexBackend(settings.JIANSUO_INDEX_PATH, settings.JIANSUO_MODEL,
+                                        settings.JIANSUO_MODEL_WEIGHTS)
         return _backend
 
 
 def reset_backend() -> None:
-    """Forget the process's backend (the next call opens the index again)."""
+    """Forget the process's backend (the next call creates it again)."""
     global _backend
     with _backend_lock:
         if _backend is not None:
-            _backend.index.close()
+            _backend.close()
         _backend = None
 
 

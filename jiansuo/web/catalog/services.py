@@ -5,8 +5,9 @@ index. The index is reconciled by photo id (a photo's path under MEDIA_ROOT, nam
 of its content, so a photo id never changes meaning): a photo some product refers to must have
 a vector, a photo no product refers to must not (and its file is deleted).
 
-:func:`index_photos` is the embedding work itself: a task queue worker can call it with a list of
-photo ids and nothing else.
+:func:`index_photos` is the embedding work itself. With a broker configured, :func:`sync_index`
+queues it as tasks for the workers (:mod:`.jobs`) instead of running it in this process; removals
+are always immediate (they only delete rows).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
-from .models import Product, ProductImage
+from . import jobs
+from .models import IndexJob, Product, ProductImage
 from .photos import delete_product_photo
 from .search import get_backend
 
@@ -39,6 +41,9 @@ class SyncReport:
     added: int = 0
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Photos handed to the workers instead of embedded here, and the job they were added to.
+    queued: int = 0
+    job: IndexJob | None = None
 
 
 def index_photos(photo_ids: Iterable[str], *, progress: bool = False) -> SyncReport:
@@ -70,25 +75,38 @@ def index_photos(photo_ids: Iterable[str], *, progress: bool = False) -> SyncRep
     return report
 
 
-def sync_index(photo_ids: Iterable[str] | None = None, *, progress: bool = False) -> SyncReport:
-    """Make the index agree with the database for these photo ids (every photo when None)."""
+def sync_index(photo_ids: Iterable[str] | None = None, *, progress: bool = False, job: IndexJob | None = None,
+               label: str = "") -> SyncReport:
+    """Make the index agree with the database for these photo ids (every photo when None).
+
+    Photos to embed are embedded now, or, with a broker configured, queued for the workers as
+    tasks of ``job`` (a new job named ``label`` when None).
+    """
     backend = get_backend()
     if photo_ids is None:
         indexed = backend.photo_ids()
-        referenced = set(ProductImage.objects.values_list("file", flat=True))
-        candidates = referenced | indexed
+        referenced_now = set(ProductImage.objects.values_list("file", flat=True))
+        candidates = referenced_now | indexed
+        backend.maintain()
     else:
         candidates = set(photo_ids)
         indexed = backend.indexed(candidates)
-        referenced = _referenced(candidates)
-    unreferenced = candidates - referenced
+        referenced_now = referenced(candidates)
+    unreferenced = candidates - referenced_now
     report = SyncReport()
     report.removed = backend.remove(unreferenced & indexed)
     for pid in unreferenced:
         if pid.startswith("products/"):
             delete_product_photo(pid)
-    missing = referenced - indexed
-    if missing:
+    missing = referenced_now - indexed
+    if missing and jobs.queue_enabled():
+        if photo_ids is None:  # a full repair leaves photos already waiting for a worker to it
+            missing -= jobs.pending_photo_ids()
+        if missing:
+            report.job = job or jobs.new_job(label or "index photos")
+            jobs.queue(missing, report.job)
+            report.queued = len(missing)
+    elif missing:
         added = index_photos(missing, progress=progress)
         report.added, report.failed = added.added, added.failed
     return report
@@ -112,7 +130,8 @@ def photo_ids_of(product: Product) -> set[str]:
     return set(ProductImage.objects.filter(product=product).values_list("file", flat=True))
 
 
-def _referenced(photo_ids: set[str]) -> set[str]:
+def referenced(photo_ids: Iterable[str]) -> set[str]:
+    """Those of ``photo_ids`` some product uses."""
     keys = list(photo_ids)
     found: set[str] = set()
     for start in range(0, len(keys), _CHUNK):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from jiansuo.web.catalog import jobs
 from jiansuo.web.catalog.fetch import Fetcher
 from jiansuo.web.catalog.importer import COLUMNS, CatalogFileError, import_catalog
 
@@ -24,6 +25,9 @@ class Command(BaseCommand):
         parser.add_argument("--chunk", type=int, default=256, help="rows per transaction (default 256)")
         parser.add_argument("--refresh-images", action="store_true",
                             help="download photos again even when their URL has not changed")
+        parser.add_argument("--wait", action="store_true",
+                            help="with indexing workers (JIANSUO_BROKER_URL): wait until they have embedded "
+                                 "every queued photo, showing their progress")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, **opts):
@@ -39,3 +43,17 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(head))
         for line in details:
             self.stderr.write(self.style.WARNING(line))
+        if report.job is not None:
+            wait_for_workers(self, report.job, opts["wait"], not opts["no_progress"])
+
+
+def wait_for_workers(command: BaseCommand, job, wait: bool, show: bool) -> None:
+    """Report on a queued job: wait for it (progress bar) or say how to follow it."""
+    if not wait:
+        command.stdout.write(f"the workers are embedding the photos; follow job {job.pk} on the admin's "
+                             f"indexing jobs page")
+        return
+    state = jobs.wait(job, show=show)
+    command.stdout.write(command.style.SUCCESS(f"workers indexed {state.indexed} of {state.photos} photos"))
+    for pid, reason in state.failed_photos:
+        command.stderr.write(command.style.WARNING(f"  photo {pid} not indexed: {reason}"))
