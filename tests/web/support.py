@@ -10,6 +10,7 @@ import unittest
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connections
 from django.test import TestCase, override_settings
@@ -151,4 +152,4 @@ def on_postgresql(cls: type) -> type:
     """A copy of the test class ``cls`` that runs on PostgreSQL (skipped when no server is configured)."""
     variant = type(f"{cls.__name__}OnPostgreSQL", (OnPostgreSQL, cls),
                    {"__module__": cls.__module__, "__doc__": f"{cls.__doc__ or cls.__name__} (PostgreSQL)"})
-    return unittest.skipUnless(PG_URL, NO_POSTGRES)(variant)
+    return pytest.mark.postgres(unittest.skipUnless(PG_URL, NO_POSTGRES)(variant))

@@ -11,6 +11,7 @@ import unittest
 from io import StringIO
 
 import numpy as np
+import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test import TestCase, override_settings
@@ -69,6 +70,7 @@ class SearchHelpers:
         return statements[0]
 
 
+@pytest.mark.postgres
 @unittest.skipUnless(PG_URL, NO_POSTGRES)
 class PgVectorBackendTests(SearchHelpers, OnPostgreSQL, CatalogTestCase):
     def test_features_and_codes_are_pgvector_columns(self):
@@ -128,6 +130,7 @@ class PgVectorBackendTests(SearchHelpers, OnPostgreSQL, CatalogTestCase):
         self.assertEqual(get_backend().mode(), ("hnsw", None))
 
 
+@pytest.mark.postgres
 @unittest.skipUnless(PG_URL, NO_POSTGRES)
 class CoarseToFineTests(SearchHelpers, OnPostgreSQL, CatalogTestCase):
     """Projections and codes on a catalogue big enough to train them: real photos plus variants of

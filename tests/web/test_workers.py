@@ -39,6 +39,7 @@ VISIBILITY_TIMEOUT = 4
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @unittest.skipUnless(PG_URL, NO_POSTGRES)
 @unittest.skipUnless(REDIS_URL, "JIANSUO_TEST_REDIS_URL is unset: start Redis with scripts/services.sh and "
                                 "`source var/services.env` to run the Celery worker tests")
