@@ -47,7 +47,7 @@ def search_index(
     ``allowed`` is an optional boolean mask over the index's rows (``index.vectors()`` order):
     rows where it is False are never returned (the site uses it for category and price filters).
     """
-    from . import ann, exact  # noqa: F401  (register their modes)
+    from . import ann, exact, hashing  # noqa: F401  (register their modes)
 
     try:
         factory = SEARCH_MODES[mode]
