@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jiansuo.datasets import fashion_mnist  # noqa: E402
-from jiansuo.evaluation import evaluate_search, recall_against  # noqa: E402
+from jiansuo.evaluation import evaluate_search, mean_average_precision, recall_against, relevance  # noqa: E402
 from jiansuo.features.base import l2_normalize  # noqa: E402
 from jiansuo.hashing.layer import HashLayer  # noqa: E402
 
@@ -142,8 +142,18 @@ def protocol(args) -> tuple[list[str], dict]:
         def run(queries, k):
             return search_index(index, queries, k, mode=mode, **options)
 
-        return evaluate_search(run, xq, yq, label_of, map_k=map_k, k=10, reference=reference, mode=name,
-                               options=options)
+        start = time.perf_counter()
+        out = evaluate_search(run, xq, yq, label_of, map_k=map_k, k=10, reference=reference, mode=name,
+                              options=options)
+        print(f"  {name}: mAP@{map_k} {out[0].map_at_k:.4f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        return out
+
+    def exhaustive(k: int) -> tuple[float, list[list[str]]]:
+        """mAP@k and top-10 ids of the current layer's re-rank space searched exhaustively (untimed)."""
+        results = search_index(index, xq, k, mode="hash", candidates=len(ids))
+        ranked = [[h.id for h in r.hits] for r in results]
+        rels = relevance([[label_of(i) for i in row] for row in ranked], yq)
+        return mean_average_precision(rels, k), [row[:10] for row in ranked]
 
     rows: list[dict] = []
     exact, exact_top = measure("exact float features (no training)", "exact", {})
@@ -159,7 +169,7 @@ def protocol(args) -> tuple[list[str], dict]:
         ham, _ = measure(f"{lname}: Hamming ranking", "hash", {"rerank": False}, exact_top)
         rows.append({"r": ham, "what": f"{lname}, Hamming ranking", "train": train, "own": None,
                      "encode": encode_s})
-        _, own_top = measure("own exhaustive", "hash", {"candidates": len(ids)}, map_k=10)
+        _, own_top = exhaustive(10)
         own_refs[lname] = own_top
         ctf, ctf_top = measure(f"{lname}: coarse-to-fine", "hash", {}, exact_top)
         rows.append({"r": ctf, "what": f"{lname}, coarse-to-fine (re-rank: {layer.info['rerank']})", "train": train,
@@ -168,9 +178,7 @@ def protocol(args) -> tuple[list[str], dict]:
             # Which feature to re-rank by: each space searched exhaustively, and coarse-to-fine with the others.
             for space in ("hidden", "latent", "input"):
                 save_layer(index, with_rerank(layer, space))
-                exhaustive, space_top = measure(f"{lname}: exhaustive, re-rank {space}", "hash",
-                                                {"candidates": len(ids)})
-                space_maps[space] = exhaustive.map_at_k
+                space_maps[space], space_top = exhaustive(1000)
                 if space != layer.info["rerank"]:
                     alt, alt_top = measure(f"{lname}: coarse-to-fine, re-rank {space}", "hash", {}, exact_top)
                     rows.append({"r": alt, "what": f"{lname}, coarse-to-fine (re-rank: {space})", "train": train,
@@ -353,7 +361,6 @@ def scale(args, summary) -> list[str]:
               "The product scans (numpy, no extra index to build or keep in step) "
               + ("because bucket lookup does not beat it here." if best_bucket >= np.mean(ctf_ms)
                  else "although bucket lookup was faster in this run.")]
-    del feats
     return lines
 
 
