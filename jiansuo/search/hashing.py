@@ -20,16 +20,19 @@ from ..features.base import l2_normalize
 from .base import Hit, Result, register_mode
 from .exact import scores, top_k
 
-#: Default candidate pool: this many per requested result, and never fewer than ``MIN_CANDIDATES``
-#: (on Fashion-MNIST, 1,000 ITQ candidates out of 60,000 hold 99.6% of the exact top 10).
+#: Default candidate pool: the largest of MIN_CANDIDATES, CANDIDATES_PER_RESULT per requested result,
+#: and POOL_SHARE of the catalogue. With ITQ 128-bit codes this keeps 99.6% of the exact top 10 on
+#: Fashion-MNIST (1,000 of 60,000 examined) and 98% at a million images (5,000 examined, 0.5%).
 CANDIDATES_PER_RESULT = 2
 MIN_CANDIDATES = 1000
+POOL_SHARE = 0.005
 
 
 def pool_size(k: int, n: int, candidates: int | None = None) -> int:
     """How many candidates the coarse step gathers for ``k`` results out of ``n`` images."""
-    want = candidates if candidates is not None else max(CANDIDATES_PER_RESULT * k, MIN_CANDIDATES)
-    return min(max(want, k), n)
+    if candidates is None:
+        candidates = max(MIN_CANDIDATES, CANDIDATES_PER_RESULT * k, int(np.ceil(POOL_SHARE * n)))
+    return min(max(candidates, k), n)
 
 
 def coarse_to_fine(
