@@ -185,6 +185,10 @@ def _add_search(sub) -> None:
                         "or a trained/ built one")
     p.add_argument("--ef", type=int, default=None,
                    help="ann: graph search beam width, higher is more accurate and slower (default 128)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="ann/hash: how many candidates are re-ranked with the full features")
+    p.add_argument("--hamming-only", action="store_true",
+                   help="hash: rank by Hamming distance alone, no re-ranking")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--sheet", type=Path, default=None, help="write a contact sheet image of the results")
     p.set_defaults(func=_cmd_search)
@@ -195,6 +199,10 @@ def _search_options(args) -> dict:
     options = {}
     if args.ef is not None:
         options["ef"] = args.ef
+    if args.candidates is not None:
+        options["candidates"] = args.candidates
+    if args.hamming_only:
+        options["rerank"] = False
     return options
 
 
@@ -240,6 +248,8 @@ def _add_info(sub) -> None:
 
 
 def _cmd_info(args) -> int:
+    from .hashing.store import hash_info
+    from .hashing.store import info_lines as hash_info_lines
     from .index.ann_store import info as ann_info
     from .search.ann import info_lines
 
@@ -247,6 +257,8 @@ def _cmd_info(args) -> int:
         stats = index.stats()
         meta = index.meta()
         stats["ann"], ann_lines = ann_info(index), info_lines(index)
+        stats["hash"] = hash_info(index)
+        ann_lines += hash_info_lines(index)
     stats["root"] = meta.get("root")
     if args.json:
         print(json.dumps(stats, indent=1, ensure_ascii=False))
