@@ -135,7 +135,7 @@ def progress(job: IndexJob) -> Progress:
     return Progress(job.photos, agg["finished"], agg["indexed"], agg["running"], agg["failed"], failed)
 
 
-def wait(job: IndexJob, *, show: bool = True, poll: float = 1.0, quiet_after: float = 60.0) -> Progress:
+def wait(job: IndexJob, *, show: bool = True, poll: float = 0.25, quiet_after: float = 60.0) -> Progress:
     """Block until every task of ``job`` has finished, showing a progress bar read from the database.
 
     Warns when nothing has moved for ``quiet_after`` seconds (is a worker running?).
