@@ -183,3 +183,20 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         self.assertEqual(job.tasks.count(), 2)  # one job for the whole import, in tasks of 3 photos
         self.assertEqual(get_backend().photo_ids(), set(ProductImage.objects.values_list("file", flat=True)))
         self.assertEqual(self.search_first("coffee"), "coffee-1")
+
+    @override_settings(JIANSUO_TASK_PHOTOS=2)
+    def test_tasks_whose_messages_were_lost_are_sent_again(self):
+        import redis
+
+        for item, photo, category, price, _ in CATALOGUE[:3]:
+            add_product(item, photo, category, price)
+        job = services.sync_index().job
+        redis.Redis.from_url(REDIS_URL).delete(QUEUE)  # the broker restarted without its data
+        self.start_worker("late")
+        out = io.StringIO()
+        with override_settings(CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": 0}):
+            call_command("sync_index", "--requeue", "--wait", "--no-progress", stdout=out)
+        self.assertIn("sent 2 pending task(s) again", out.getvalue())
+        self.assertIn("queued 0", out.getvalue())  # the repair itself queued nothing twice
+        self.assertTrue(self.wait_for(lambda: jobs.progress(job).done, "the requeued tasks"))
+        self.assertEqual(get_backend().photo_ids(), set(ProductImage.objects.values_list("file", flat=True)))
