@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from hashing import CACHE_DIR, fashion_features  # noqa: E402  (the cached real embeddings)
+from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- bench/ann -->", "<!-- /bench/ann -->"
 MODEL = "efficientnet-lite0"
 NOISE_RANK = 256  # principal directions that shape the noise; the rest of the variance is spread evenly
 CHUNK = 50_000
@@ -256,18 +256,6 @@ def recall_at_10(hits: list[list[str]], truth_ids: list[list[str]]) -> float:
     return float(np.mean([len(set(h) & set(t)) / 10 for h, t in zip(hits, truth_ids)]))
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=1_000_000, help="vectors in the catalogue (default 1,000,000)")
@@ -373,7 +361,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("ann", text)
         print(f"\nwritten to {RESULTS}", file=sys.stderr)
 
 

@@ -52,8 +52,8 @@ from jiansuo.images import load_image  # noqa: E402
 from jiansuo.index import Index, ItemInfo  # noqa: E402
 from jiansuo.pipeline import add_files, embed_paths, sync_folder  # noqa: E402
 from jiansuo.search import search_index  # noqa: E402
+from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-MARK_BEGIN, MARK_END = "<!-- bench/extract -->", "<!-- /bench/extract -->"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina", "stereo_motorcycle", "camera", "horse")
 SIDE = 800
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print("\n".join(lines))
     if not args.no_write:
-        write_section(args.results, lines)
+        write_section("extract", "\n".join(lines), args.results)
         print(f"\nwritten to {args.results}")
     return 0
 
@@ -466,22 +466,3 @@ def report_lines(args, rows, qrows, dec_full, dec_draft, fidelity, int8_note, lo
         *[f"| {' | '.join(r)} |" for r in qrows],
     ]
     return out
-
-
-def write_section(results: Path, lines: list[str]) -> None:
-    """Replace this script's section of RESULTS.md (between its markers), keeping everything else."""
-    section = "\n".join([MARK_BEGIN, *lines, MARK_END])
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = results.with_name(results.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, results)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

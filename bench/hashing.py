@@ -41,10 +41,10 @@ from jiansuo.datasets import fashion_mnist  # noqa: E402
 from jiansuo.evaluation import evaluate_search, mean_average_precision, recall_against, relevance  # noqa: E402
 from jiansuo.features.base import l2_normalize  # noqa: E402
 from jiansuo.hashing.layer import HashLayer  # noqa: E402
+from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 CACHE_DIR = Path(os.environ.get("JIANSUO_BENCH_CACHE", "/tmp/jiansuo-bench"))
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- bench/hashing -->", "<!-- /bench/hashing -->"
 MODEL = "efficientnet-lite0"
 
 
@@ -394,18 +394,6 @@ def _multi_hash(faiss, bits, nhash, b, nflip):
 # --------------------------------------------------------------------------- report
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-class", type=int, default=100, help="queries per class (default 100: 1,000 queries)")
@@ -437,7 +425,7 @@ def main() -> None:
     text = "\n".join(head + lines) + "\n"
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("hashing", text)
         print(f"written to {RESULTS}", file=sys.stderr)
 
 

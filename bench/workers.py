@@ -35,13 +35,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- bench/workers -->", "<!-- /bench/workers -->"
 DB_NAME = "jiansuo_bench_workers"
 TABLES = ("catalog_productimage", "catalog_product", "catalog_photofeature", "catalog_indextask",
           "catalog_indexjob", "catalog_codelayer")
@@ -162,18 +162,6 @@ def run_import(label: str, workers: int, args, work: Path, db_url: str, csv: Pat
             "output": "".join(out_lines).strip()}
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=1000,
@@ -257,7 +245,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("workers", text)
         print(f"\nwritten to {RESULTS}", file=sys.stderr)
 
 
