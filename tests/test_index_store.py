@@ -121,3 +121,14 @@ def test_exact_search_ranks_and_filters(tmp_path):
     idx16.add(v, infos([f"i{n:02d}" for n in range(20)]))
     [res16] = search_index(idx16, v[7], k=3)
     assert [h.id for h in res16.hits] == [h.id for h in search_index(idx, v[7], k=3)[0].hits]
+
+
+def test_opening_a_half_created_index_is_a_clear_error(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "c.idx"
+    path.mkdir()
+    with sqlite3.connect(path / store.DB_NAME) as db:  # tables exist, first rows not yet written
+        db.executescript(store._SCHEMA)
+    with pytest.raises(IndexError_, match="still being created"):
+        Index.open(path)

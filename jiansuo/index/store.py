@@ -62,6 +62,10 @@ class Index:
         self._cache_gen: int | None = None
         self._cache: tuple[list[str], np.ndarray] | None = None
         meta = self.meta()
+        if "model" not in meta or "dim" not in meta:
+            # Another process is between creating the tables and writing their first rows.
+            db.close()
+            raise IndexError_(f"{path} is still being created or was left incomplete; try again")
         self.model: dict = json.loads(meta["model"])
         self.dim: int = int(meta["dim"])
         self.dtype = np.dtype(meta.get("dtype", "float32"))
