@@ -237,18 +237,22 @@ class Index:
     def vectors(self) -> tuple[list[str], np.ndarray]:
         """(ids, matrix) of every live image, rows aligned. Cached until another commit happens."""
         with self._lock:
-            gen = self.generation
-            if self._cache is not None and self._cache_gen == gen:
+            if self._cache is not None and self._cache_gen == self.generation:
                 return self._cache
-            rows = self._db.execute("SELECT id, segment, row FROM items ORDER BY segment, row").fetchall()
-            ids = [r[0] for r in rows]
-            matrix = np.empty((len(rows), self.dim), dtype=self.dtype)
-            start = 0
-            for seg, group in _group_by_segment(rows):
-                arr = np.load(self.path / seg, mmap_mode="r")
-                idx = np.fromiter((r[2] for r in group), dtype=np.int64, count=len(group))
-                matrix[start : start + len(group)] = arr[idx]
-                start += len(group)
+            for attempt in range(3):
+                gen, ids, segments, rows = self.locations()
+                try:
+                    matrix = np.empty((len(ids), self.dim), dtype=self.dtype)
+                    start = 0
+                    for seg, group in _group_by_segment(list(zip(ids, segments, rows))):
+                        idx = np.fromiter((r[2] for r in group), dtype=np.int64, count=len(group))
+                        matrix[start : start + len(group)] = self.segment(seg)[idx]
+                        start += len(group)
+                    break
+                except FileNotFoundError:
+                    # Another process compacted between our snapshot and the read: take a new snapshot.
+                    if attempt == 2:
+                        raise
             self._cache, self._cache_gen = (ids, matrix), gen
             return self._cache
 
