@@ -188,3 +188,11 @@ class IndexTask(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+def files_among(queryset, keys: list[str], chunk: int = 1000) -> set[str]:
+    """Those of ``keys`` that appear in the ``file`` column of ``queryset`` (chunked: SQLite limits IN lists)."""
+    found: set[str] = set()
+    for start in range(0, len(keys), chunk):
+        found.update(queryset.filter(file__in=keys[start:start + chunk]).values_list("file", flat=True))
+    return found

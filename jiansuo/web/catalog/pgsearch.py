@@ -47,7 +47,7 @@ from jiansuo.hashing.itq import train_itq
 from jiansuo.hashing.layer import HashLayer
 from jiansuo.index import ItemInfo
 
-from .models import CODE_BITS, FEATURE_DIM, CodeLayer, PhotoFeature, Product, ProductImage
+from .models import CODE_BITS, FEATURE_DIM, CodeLayer, PhotoFeature, Product, ProductImage, files_among
 from .search import Filters, ProductHit, SearchBackend
 
 log = logging.getLogger(__name__)
@@ -111,12 +111,7 @@ class PgVectorBackend(SearchBackend):
         return set(PhotoFeature.objects.values_list("file", flat=True))
 
     def indexed(self, photo_ids: Iterable[str]) -> set[str]:
-        keys = list(photo_ids)
-        found: set[str] = set()
-        for start in range(0, len(keys), _CHUNK):
-            found.update(PhotoFeature.objects.filter(file__in=keys[start:start + _CHUNK])
-                         .values_list("file", flat=True))
-        return found
+        return files_among(PhotoFeature.objects.all(), list(photo_ids), _CHUNK)
 
     def vector_of(self, photo_id: str) -> np.ndarray | None:
         value = PhotoFeature.objects.filter(file=photo_id).values_list("embedding", flat=True).first()

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from . import jobs
-from .models import IndexJob, Product, ProductImage
+from .models import IndexJob, Product, ProductImage, files_among
 from .photos import delete_product_photo
 from .search import get_backend
 
@@ -132,9 +132,4 @@ def photo_ids_of(product: Product) -> set[str]:
 
 def referenced(photo_ids: Iterable[str]) -> set[str]:
     """Those of ``photo_ids`` some product uses."""
-    keys = list(photo_ids)
-    found: set[str] = set()
-    for start in range(0, len(keys), _CHUNK):
-        found.update(ProductImage.objects.filter(file__in=keys[start:start + _CHUNK])
-                     .values_list("file", flat=True))
-    return found
+    return files_among(ProductImage.objects.all(), list(photo_ids), _CHUNK)
