@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from jiansuo.datasets import fashion_mnist  # noqa: E402
 from jiansuo.evaluation import evaluate_search, mean_average_precision, recall_against, relevance  # noqa: E402
 from jiansuo.features.base import l2_normalize  # noqa: E402
+from jiansuo.atomic import atomic_write  # noqa: E402
 from jiansuo.hashing.layer import HashLayer  # noqa: E402
 from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
@@ -75,9 +76,7 @@ def fashion_features(split: str, model: str = MODEL, batch_size: int = 64) -> tu
             chunk = [Image.fromarray(im).convert("RGB") for im in images[start : start + batch_size]]
             feats[start : start + len(chunk)] = extractor.embed_images(chunk, batch_size=batch_size)
             bar.update(len(chunk))
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.save(fh, feats))
     return feats, labels
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from jiansuo.atomic import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -17,6 +18,4 @@ def write_section(name: str, text: str, results: Path = RESULTS) -> None:
         new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = results.with_name(results.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, results)
+    atomic_write(results, new)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,8 @@ class CLIError(Exception):
 
 
 def _index_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, type=Path, help="index folder (e.g. catalog.idx)")
+    p.add_argument("--index", required=True,
+                   help="index folder (e.g. catalog.idx), or a PostgreSQL URL (postgresql://user@host/db)")
 
 
 def _model_args(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -37,23 +37,23 @@ def _model_args(p: argparse.ArgumentParser, default: str | None) -> None:
                         "or set JIANSUO_VGG16_WEIGHTS)")
 
 
-def _open_index(path: Path):
-    from .index import Index
+def _open_store(location: str):
+    from .search import open_store
 
-    return Index.open(path)
+    return open_store(location)
 
 
-def _extractor_for(index, model: str | None, weights: Path | None):
-    """The extractor an existing index was built with; a different ``--model`` is a clear error."""
+def _extractor_for(store, model: str | None, weights: Path | None):
+    """The extractor an existing store was built with; a different ``--model`` is a clear error."""
     from .features import get_extractor
 
-    name = index.model["name"]
+    name = store.model["name"]
     if model and model != name:
-        raise CLIError(f"index {index.path} was built with --model {name}; "
+        raise CLIError(f"index {store.location} was built with --model {name}; "
                        f"it cannot be searched or extended with {model}")
-    weights = weights or index.meta().get("weights") or None
+    weights = weights or store.meta().get("weights") or None
     extractor = get_extractor(name, weights=weights)
-    index.check_model(extractor.describe())
+    store.check_model(extractor.describe())
     return extractor
 
 
@@ -66,7 +66,10 @@ def _add_index(sub) -> None:
     _index_arg(p)
     _model_args(p, None)
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
-                   help="storage type of the vectors in a new index (float16 halves memory)")
+                   help="storage type of the vectors in a new index folder (float16 halves memory)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="forget every stored vector and embed the whole folder again (after a model or "
+                        "preprocessing change)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     p.add_argument("--commit-every", type=int, default=1024,
@@ -78,28 +81,34 @@ def _add_index(sub) -> None:
 
 def _cmd_index(args) -> int:
     from .features import DEFAULT_MODEL, get_extractor
-    from .index import Index
+    from .index import IndexError_
     from .pipeline import sync_folder
+    from .search import open_store
 
     if not args.folder.is_dir():
         raise CLIError(f"{args.folder} is not a folder")
-    if Index.exists(args.index):
-        index = _open_index(args.index)
-        extractor = _extractor_for(index, args.model, args.weights)
+    try:
+        store = _open_store(args.index)
+    except IndexError_:
+        store = None  # none yet: created below for the chosen model
+    if store is not None and args.rebuild:
+        extractor = get_extractor(args.model or store.model["name"], weights=args.weights)
+        forgotten = store.reset(extractor.describe())
+        print(f"rebuilding: forgot {forgotten} vectors", file=sys.stderr)
+    elif store is not None:
+        extractor = _extractor_for(store, args.model, args.weights)
     else:
         extractor = get_extractor(args.model or DEFAULT_MODEL, weights=args.weights)
-        index = Index.create(args.index, extractor.describe(), dtype=args.dtype)
-    with index:
-        index.set_meta("root", str(args.folder.resolve()))
+        store = open_store(args.index, model=extractor.describe(), dtype=args.dtype)
+    with store:
+        store.set_meta("root", str(args.folder.resolve()))
         if args.weights:
-            index.set_meta("weights", str(args.weights.resolve()))
-        report = sync_folder(index, args.folder, extractor, batch_size=args.batch_size,
+            store.set_meta("weights", str(args.weights.resolve()))
+        report = sync_folder(store, args.folder, extractor, batch_size=args.batch_size,
                              commit_every=args.commit_every, workers=args.workers,
                              progress=not args.no_progress)
-        from .index.ann_store import refresh
-
-        refresh(index, progress=not args.no_progress)  # large indexes: graph up to date before the first search
-        total = len(index)
+        store.maintain(progress=not args.no_progress)  # e.g. the ANN graph ready before the first search
+        total = len(store)
     if args.json:
         print(json.dumps({"indexed": report.indexed, "unchanged": report.unchanged, "removed": report.removed,
                           "skipped": [{"id": i, "reason": r} for i, r in report.skipped],
@@ -126,8 +135,8 @@ def _add_add(sub) -> None:
 def _cmd_add(args) -> int:
     from .pipeline import add_files, relative_id
 
-    with _open_index(args.index) as index:
-        root = (args.root or Path(index.meta().get("root") or Path.cwd())).resolve()
+    with _open_store(args.index) as store:
+        root = (args.root or Path(store.meta().get("root") or Path.cwd())).resolve()
         files = []
         for f in args.files:
             path = f.resolve()
@@ -135,12 +144,12 @@ def _cmd_add(args) -> int:
                 files.append((path, relative_id(path, root)))
             except ValueError:
                 raise CLIError(f"{f} is not under the catalogue folder {root} (use --root)") from None
-        extractor = _extractor_for(index, args.model, args.weights)
+        extractor = _extractor_for(store, args.model, args.weights)
         skipped: list[tuple[str, str]] = []
-        added = add_files(index, files, extractor, progress=False, skipped=skipped)
+        added = add_files(store, files, extractor, progress=False, skipped=skipped)
         for item_id, reason in skipped:
             print(f"skipped {item_id}: {reason}", file=sys.stderr)
-        print(f"added {added}, skipped {len(skipped)}; index {args.index}: {len(index)} images")
+        print(f"added {added}, skipped {len(skipped)}; index {args.index}: {len(store)} images")
     return EXIT_OK if not skipped else EXIT_ERROR
 
 
@@ -152,21 +161,21 @@ def _add_remove(sub) -> None:
 
 
 def _cmd_remove(args) -> int:
-    with _open_index(args.index) as index:
-        root = Path(index.meta().get("root") or Path.cwd())
+    with _open_store(args.index) as store:
+        root = Path(store.meta().get("root") or Path.cwd())
         ids = []
         for item in args.items:
             path = Path(item)
-            if item not in index and path.exists():
+            if item not in store and path.exists():
                 try:
                     item = path.resolve().relative_to(root.resolve()).as_posix()
                 except ValueError:
                     pass
             ids.append(item)
-        removed = index.remove(ids)
+        removed = store.remove(ids)
         missing = len(ids) - removed
         print(f"removed {removed}" + (f", {missing} not in the index" if missing else "")
-              + f"; index {args.index}: {len(index)} images")
+              + f"; index {args.index}: {len(store)} images")
     return EXIT_OK
 
 
@@ -182,7 +191,7 @@ def _add_search(sub) -> None:
     p.add_argument("--min-score", type=float, default=None, help="drop results below this cosine similarity")
     p.add_argument("--mode", default="auto",
                    help="search strategy: auto (default: exact below the ANN threshold, ann above), exact, ann, "
-                        "or a trained/ built one")
+                        "hash (a trained hash layer); PostgreSQL also pca")
     p.add_argument("--ef", type=int, default=None,
                    help="ann: graph search beam width, higher is more accurate and slower (default 128)")
     p.add_argument("--candidates", type=int, default=None,
@@ -190,8 +199,15 @@ def _add_search(sub) -> None:
     p.add_argument("--hamming-only", action="store_true",
                    help="hash: rank by Hamming distance alone, no re-ranking")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--sheet", type=Path, default=None, help="write a contact sheet image of the results")
+    p.add_argument("--sheet", type=Path, default=None,
+                   help=f"write a contact sheet image of the results (of the first {SHEET_MAX_QUERIES} queries)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="queries embedded and searched together; memory stays bounded for any number of queries")
     p.set_defaults(func=_cmd_search)
+
+
+#: Queries drawn on a contact sheet (more would make an image too large to open).
+SHEET_MAX_QUERIES = 100
 
 
 def _search_options(args) -> dict:
@@ -207,34 +223,74 @@ def _search_options(args) -> dict:
 
 
 def _cmd_search(args) -> int:
-    from .pipeline import embed_paths
-    from .search import search_index
+    from .pipeline import embed_files
 
-    if args.top_k < 1:
-        raise CLIError("--top-k must be at least 1")
-    with _open_index(args.index) as index:
-        extractor = _extractor_for(index, args.model, args.weights)
-        queries = embed_paths(extractor, args.queries)
-        results = search_index(index, queries, args.top_k, mode=args.mode, min_score=args.min_score,
-                               **_search_options(args))
-        root = index.meta().get("root")
-    if args.json:
-        out = [{"query": str(q), "results": [{"id": h.id, "score": round(h.score, 6)} for h in r.hits],
-                "candidates": r.candidates} for q, r in zip(args.queries, results)]
-        print(json.dumps(out, ensure_ascii=False, indent=1))
-    else:
-        for q, r in zip(args.queries, results):
-            print(f"{q}:")
-            for rank, h in enumerate(r.hits, 1):
-                print(f"  {rank:3d}. {h.score:.4f}  {h.id}")
-            if not r.hits:
-                print("  (no results)")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise CLIError("--top-k and --batch-size must be at least 1")
+    failed: list[tuple[str, str]] = []
+    sheet_rows = []
+    with _open_store(args.index) as store, _SearchOutput(args.json) as out:
+        extractor = _extractor_for(store, args.model, args.weights)
+        options = _search_options(args)
+        store.resolve_mode(args.mode)  # an unknown mode fails before any work
+        root = store.meta().get("root")
+        # Embedded and searched a batch at a time, and written as they come: memory does not grow
+        # with the number of queries. A query that cannot be read is reported and the rest go on.
+        files = [(q, str(q)) for q in args.queries]
+        for infos, vectors in embed_files(extractor, files, batch_size=args.batch_size, progress=False,
+                                          skipped=failed):
+            out.errors(failed)
+            results = store.search(vectors, args.top_k, mode=args.mode, min_score=args.min_score, **options)
+            for info, result in zip(infos, results):
+                out.result(info.id, result)
+                if args.sheet and len(sheet_rows) < SHEET_MAX_QUERIES:
+                    sheet_rows.append((info.id, result.hits))
+        out.errors(failed)
     if args.sheet:
         from .sheet import contact_sheet
 
-        contact_sheet([(q, r.hits) for q, r in zip(args.queries, results)], root, args.sheet)
+        contact_sheet(sheet_rows, root, args.sheet)
         print(f"contact sheet: {args.sheet}", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+class _SearchOutput:
+    """Writes each query's results as soon as they are known: text, or one JSON array streamed item by item."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.count = 0
+        self._reported = 0
+
+    def __enter__(self) -> "_SearchOutput":
+        if self.as_json:
+            sys.stdout.write("[")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.as_json:
+            sys.stdout.write("\n]\n" if self.count else "]\n")
+        sys.stdout.flush()
+
+    def _json(self, item: dict) -> None:
+        sys.stdout.write(("," if self.count else "") + "\n" + json.dumps(item, ensure_ascii=False))
+        self.count += 1
+
+    def result(self, query: str, result) -> None:
+        if self.as_json:
+            self._json({"query": query, "results": [{"id": h.id, "score": round(h.score, 6)} for h in result.hits],
+                        "candidates": result.candidates, "mode": result.mode})
+            return
+        lines = [f"{query}:"] + [f"  {rank:3d}. {h.score:.4f}  {h.id}" for rank, h in enumerate(result.hits, 1)]
+        print("\n".join(lines if result.hits else lines + ["  (no results)"]))
+
+    def errors(self, failed: list[tuple[str, str]]) -> None:
+        """Report the queries that could not be read since the last call."""
+        for query, reason in failed[self._reported:]:
+            print(f"jiansuo: error: query {query}: {reason}", file=sys.stderr)
+            if self.as_json:
+                self._json({"query": query, "error": reason, "results": []})
+        self._reported = len(failed)
 
 
 # --------------------------------------------------------------------------- info
@@ -248,18 +304,10 @@ def _add_info(sub) -> None:
 
 
 def _cmd_info(args) -> int:
-    from .hashing.store import hash_info
-    from .hashing.store import info_lines as hash_info_lines
-    from .index.ann_store import info as ann_info
-    from .search.ann import info_lines
-
-    with _open_index(args.index) as index:
-        stats = index.stats()
-        meta = index.meta()
-        stats["ann"], ann_lines = ann_info(index), info_lines(index)
-        stats["hash"] = hash_info(index)
-        ann_lines += hash_info_lines(index)
-    stats["root"] = meta.get("root")
+    with _open_store(args.index) as store:
+        stats = store.stats()
+        stats["root"] = store.meta().get("root")
+    notes = stats.pop("notes", [])
     if args.json:
         print(json.dumps(stats, indent=1, ensure_ascii=False))
         return EXIT_OK
@@ -271,8 +319,10 @@ def _cmd_info(args) -> int:
     print(f"images:     {stats['images']}")
     print(f"memory:     {stats['bytes_per_image_in_memory']} bytes/image for vectors "
           f"({stats['images'] * stats['bytes_per_image_in_memory'] / 2**20:.1f} MiB)")
-    print(f"on disk:    {stats['bytes_on_disk'] / 2**20:.1f} MiB in {stats['segments']} segment(s)")
-    for line in ann_lines:
+    segments = f" in {stats['segments']} segment(s)" if "segments" in stats else ""
+    print(f"on disk:    {stats['bytes_on_disk'] / 2**20:.1f} MiB{segments}")
+    print(f"auto mode:  {stats['auto_mode']} (the ANN index is used from {stats['ann_threshold']:,} images)")
+    for line in notes:
         print(line)
     print(f"created:    {stats['created']}")
     print(f"updated:    {stats['updated']}")
@@ -292,8 +342,8 @@ def _add_export_h5(sub) -> None:
 def _cmd_export_h5(args) -> int:
     from .h5compat import export_h5
 
-    with _open_index(args.index) as index:
-        n = export_h5(index, args.dest)
+    with _open_store(args.index) as store:
+        n = export_h5(store, args.dest)
     print(f"wrote {n} features to {args.dest}")
     return EXIT_OK
 
@@ -310,14 +360,14 @@ def _add_import_h5(sub) -> None:
 def _cmd_import_h5(args) -> int:
     from .features import model_class
     from .h5compat import import_h5
-    from .index import Index
+    from .search import open_store
 
     model = model_class(args.model).describe()
-    with Index.open_or_create(args.index, model) as index:
+    with open_store(args.index, model=model) as store:
         if args.root:
-            index.set_meta("root", str(args.root.resolve()))
-        n = import_h5(args.source, index)
-        total = len(index)
+            store.set_meta("root", str(args.root.resolve()))
+        n = import_h5(args.source, store)
+        total = len(store)
     print(f"imported {n} features; index {args.index}: {total} images")
     return EXIT_OK
 
@@ -351,34 +401,34 @@ def _cmd_train_hash(args) -> int:
     import time
 
     from .hashing import labels as labelled
-    from .hashing.store import describe, index_codes, save_layer
+    from .hashing.store import describe
 
     sources = sum([args.labelled is not None, args.labels is not None, args.unsupervised])
     if sources != 1:
         raise CLIError("give exactly one of: a LABELLED/ folder, --labels labels.csv, or --unsupervised")
     bits = args.bits or (128 if args.unsupervised else 48)
     start = time.perf_counter()
-    with _open_index(args.index) as index:
-        if len(index) == 0:
+    with _open_store(args.index) as store:
+        if len(store) == 0:
             raise CLIError(f"index {args.index} is empty: index some images first")
         skipped: list[tuple[str, str]] = []
         if args.unsupervised:
-            from .hashing.itq import train_itq
+            from .hashing.itq import ITQ_SAMPLE, train_itq
 
-            layer = train_itq(index.vectors()[1], bits, seed=args.seed, rerank=args.rerank or "input")
+            layer = train_itq(store.sample(ITQ_SAMPLE, seed=args.seed), bits, seed=args.seed,
+                              rerank=args.rerank or "input")
             n_labels = 0
         else:
             from .hashing.train import train_supervised
 
             items = (labelled.from_folder(args.labelled) if args.labelled is not None
-                     else labelled.from_csv(args.labels, index))
-            feats, labels = labelled.features_for(index, items, lambda: _extractor_for(index, None, None),
+                     else labelled.from_csv(args.labels, store))
+            feats, labels = labelled.features_for(store, items, lambda: _extractor_for(store, None, None),
                                                   progress=not args.no_progress, skipped=skipped)
             n_labels = len(set(labels))
             layer = train_supervised(feats, labels, bits, hidden=tuple(args.hidden), epochs=args.epochs,
                                      rerank=args.rerank or "hidden", seed=args.seed, progress=not args.no_progress)
-        save_layer(index, layer)
-        coded = len(index_codes(index).ids)
+        coded = store.set_hash_layer(layer, progress=not args.no_progress)
         summary = {**describe(layer), "labels": n_labels, "coded_images": coded,
                    "skipped": [{"path": p, "reason": r} for p, r in skipped],
                    "seconds": round(time.perf_counter() - start, 1)}
@@ -417,22 +467,21 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_index, format_reports
+    from .evaluation import evaluate_store, format_reports
     from .hashing import labels as labelled
-    from .hashing.store import hash_info
 
     if args.map_k < 1 or args.top_k < 1:
         raise CLIError("--map-k and --top-k must be at least 1")
-    with _open_index(args.index) as index:
+    with _open_store(args.index) as store:
         query_items = (labelled.from_folder(args.queries) if args.queries.is_dir()
                        else labelled.from_csv(args.queries))
         skipped: list[tuple[str, str]] = []
-        queries, query_labels = labelled.features_for(index, query_items, lambda: _extractor_for(index, None, None),
+        queries, query_labels = labelled.features_for(store, query_items, lambda: _extractor_for(store, None, None),
                                                       progress=not args.no_progress, skipped=skipped)
         if args.labels is not None:
-            root = Path(index.meta().get("root") or Path.cwd()).resolve()
+            root = Path(store.meta().get("root") or Path.cwd()).resolve()
             label_map = {}
-            for item in labelled.from_csv(args.labels, index):
+            for item in labelled.from_csv(args.labels, store):
                 item_id = item.id
                 if item_id is None:
                     try:
@@ -444,14 +493,14 @@ def _cmd_evaluate(args) -> int:
         else:
             def label_of(item_id: str):
                 return item_id.split("/", 1)[0] if "/" in item_id else None
-        trained = hash_info(index) is not None
+        trained = store.hash_layer() is not None
         names = ([m.strip() for m in args.modes.split(",") if m.strip()] if args.modes
                  else ["exact"] + (["hash", "hamming"] if trained else []))
         hash_opts = {} if args.candidates is None else {"candidates": args.candidates}
         modes = [("hamming", "hash", {"rerank": False}) if m == "hamming"
                  else (m, m, dict(hash_opts) if m == "hash" else {}) for m in names]
-        reports = evaluate_index(index, queries, query_labels, label_of, modes, map_k=args.map_k, k=args.top_k)
-        n_images = len(index)
+        reports = evaluate_store(store, queries, query_labels, label_of, modes, map_k=args.map_k, k=args.top_k)
+        n_images = len(store)
     for path, reason in skipped:
         print(f"skipped query {path}: {reason}", file=sys.stderr)
     if args.json:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import config
+from .atomic import atomic_write
 from .datasets import fashion_mnist
 
 DEMO_USER = "demo"
@@ -94,9 +96,7 @@ def build_catalogue(folder: Path, items: int, *, seed: int = SEED) -> Path:
             "image": f"photos/{item_id}.jpg",
         })
     catalogue = folder / "catalogue.jsonl"
-    tmp = catalogue.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, catalogue)
+    atomic_write(catalogue, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return catalogue
 
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-serve", action="store_true", help="build and index, then exit")
     args = parser.parse_args(argv)
     if not fashion_mnist.available():
-        parser.error(f"Fashion-MNIST is not installed in {fashion_mnist.DEFAULT_DIR}: "
+        parser.error(f"Fashion-MNIST is not installed in {config.fashion_mnist_dir()}: "
                      "apt-get install dataset-fashion-mnist")
     if not 1 <= args.items <= 60000:
         parser.error("--items must be between 1 and 60000")

@@ -120,8 +120,8 @@ def evaluate_search(
     return report, top
 
 
-def evaluate_index(
-    index,
+def evaluate_store(
+    store,
     queries: np.ndarray,
     query_labels: Sequence[Hashable],
     label_of: Callable[[str], Hashable],
@@ -130,19 +130,16 @@ def evaluate_index(
     map_k: int = 1000,
     k: int = 10,
 ) -> list[ModeReport]:
-    """Score each ``(name, mode, options)`` of ``modes`` on ``index`` with labelled query vectors.
+    """Score each ``(name, mode, options)`` of ``modes`` on ``store`` (a VectorStore) with labelled query vectors.
 
     The first mode is the reference that the others' recall@k is measured against (put ``exact``
     first). ``label_of(id)`` gives a catalogue image's label (None: relevant to no query).
     """
-    from .search import search_index
-    from .search import hashing  # noqa: F401  (registers "hash")
-
     reports: list[ModeReport] = []
     reference = None
     for name, mode, options in modes:
         def run(q: np.ndarray, top: int, mode=mode, options=options) -> list:
-            return search_index(index, q, top, mode=mode, **options)
+            return store.search(q, top, mode=mode, **options)
 
         report, top = evaluate_search(run, queries, query_labels, label_of, map_k=map_k, k=k,
                                       reference=reference, mode=name, options=options)
@@ -153,7 +150,7 @@ def evaluate_index(
 
 
 def format_reports(reports: Sequence[ModeReport], map_k: int, k: int) -> str:
-    """A plain-text table of :func:`evaluate_index` results."""
+    """A plain-text table of :func:`evaluate_store` results."""
     head = f"{'mode':<24} {'mAP@' + str(map_k):>9} {'P@' + str(k):>7} {'recall@' + str(k):>10} " \
            f"{'candidates':>11} {'ms/query':>9} {'p95 ms':>8}"
     lines = [head, "-" * len(head)]

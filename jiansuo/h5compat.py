@@ -9,21 +9,23 @@ import os
 
 import numpy as np
 
-from .index import Index, IndexError_, ItemInfo
+from .atomic import atomic_path
+from .index import IndexError_, ItemInfo
+from .search.store import VectorStore
 
 
-def export_h5(index: Index, dest: str | os.PathLike) -> int:
-    """Write every vector of ``index`` to ``dest`` in the original layout; returns the count."""
+def export_h5(store: VectorStore, dest: str | os.PathLike, chunk: int = 10_000) -> int:
+    """Write every vector of ``store`` to ``dest`` in the original layout; returns the count."""
     import h5py
 
-    ids, matrix = index.vectors()
-    tmp = f"{os.fspath(dest)}.tmp"
-    with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("dataset_1", data=np.asarray(matrix, dtype=np.float32))
+    ids = store.ids()
+    with atomic_path(dest) as tmp, h5py.File(tmp, "w") as h5:
+        features = h5.create_dataset("dataset_1", shape=(len(ids), store.dim), dtype=np.float32)
+        for start in range(0, len(ids), chunk):  # a chunk at a time: bounded memory for any size
+            features[start : start + chunk] = store.get(ids[start : start + chunk])
         h5.create_dataset("dataset_2", data=np.array([i.encode("utf-8") for i in ids], dtype=object),
                           dtype=h5py.string_dtype("ascii" if all(i.isascii() for i in ids) else "utf-8"))
-        h5.attrs["model"] = index.model.get("name", "")
-    os.replace(tmp, dest)
+        h5.attrs["model"] = store.model.get("name", "")
     return len(ids)
 
 
@@ -45,16 +47,16 @@ def read_h5(source: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return names, feats
 
 
-def import_h5(source: str | os.PathLike, index: Index) -> int:
-    """Add the vectors of an original-layout file to ``index`` (built for the same model); returns the count."""
+def import_h5(source: str | os.PathLike, store: VectorStore) -> int:
+    """Add the vectors of an original-layout file to ``store`` (built for the same model); returns the count."""
     from .features import l2_normalize
 
     names, feats = read_h5(source)
-    if feats.shape[1] != index.dim:
-        raise IndexError_(f"{source} holds {feats.shape[1]}-d features, the index's model makes {index.dim}-d")
+    if feats.shape[1] != store.dim:
+        raise IndexError_(f"{source} holds {feats.shape[1]}-d features, the index's model makes {store.dim}-d")
     if len(set(names)) != len(names):
         raise IndexError_(f"{source}: duplicate file names")
     # The old index.py stored normalised vectors already; normalising again is harmless and protects
     # cosine scores from files written by other tools.
-    index.add(l2_normalize(feats), [ItemInfo(n) for n in names])
+    store.add([ItemInfo(n) for n in names], l2_normalize(feats))
     return len(names)

@@ -14,14 +14,13 @@ from typing import BinaryIO, Iterator
 
 from PIL import Image, ImageFile, ImageOps
 
+from . import config
+
 # Extensions we index. Matching is case-insensitive (".JPG" and ".Jpeg" are common in shops' exports).
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
 )
 
-#: Largest image accepted, in pixels. Product photos are rarely above 30 MP; anything far above is
-#: more likely a decompression bomb than a photo.
-DEFAULT_MAX_PIXELS = int(os.environ.get("JIANSUO_MAX_PIXELS", 64_000_000))
 
 # A truncated file must fail loudly, never be half-decoded into a grey image that gets indexed.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -54,7 +53,7 @@ def load_image(
     source: str | os.PathLike | bytes | BinaryIO,
     *,
     draft_size: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """Decode ``source`` (a path, bytes or a binary file object) into an RGB :class:`PIL.Image.Image`.
 
@@ -66,7 +65,8 @@ def load_image(
       on each side), which is several times faster than decoding full size and resizing.
 
     Raises :class:`ImageError` for an empty, truncated, non-image or oversized (more than
-    ``max_pixels``) input.
+    ``max_pixels``, default :func:`jiansuo.config.max_pixels`: product photos are rarely above 30 MP, and
+    anything far above is more likely a decompression bomb than a photo) input.
     """
     if isinstance(source, (bytes, bytearray)):
         if not source:
@@ -89,6 +89,7 @@ def load_image(
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageError("image has no pixels")
+            max_pixels = max_pixels or config.max_pixels()
             if width * height > max_pixels:
                 raise ImageError(
                     f"image too large: {width}x{height} = {width * height:,} pixels "

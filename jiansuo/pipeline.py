@@ -1,4 +1,9 @@
-"""Images → features → index: keep an index in step with a folder of photos.
+"""Images → features → store: embed photos in batches and keep a vector store in step with a folder.
+
+One loop embeds and commits everything that is indexed (:func:`add_files`: the CLI's folders, the
+site's product photos, a worker's task), and one function embeds a single query
+(:func:`embed_query`: the CLI, the site's pages and its API), so a photo gets the same vector
+whichever way it comes in.
 
 Decoding runs in a thread pool (Pillow releases the GIL while it decodes and resizes) while the
 main thread runs batched inference, so the CPU is busy with both at once. Each batch group is
@@ -15,13 +20,16 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from PIL import Image
+
 from .features import Extractor
 from .images import ImageError, iter_image_files, load_image
-from .index import Index, ItemInfo
+from .index import ItemInfo
+from .search.store import VectorStore
 
 
 @dataclass
@@ -63,6 +71,11 @@ def relative_id(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def decode_for(extractor: Extractor, source: bytes | str | os.PathLike) -> Image.Image:
+    """Decode an image the way ``extractor`` wants it (JPEGs at reduced scale); raises ImageError."""
+    return load_image(source, draft_size=extractor.draft_size)
+
+
 def prepare(path: Path, item_id: str, extractor: Extractor) -> Prepared:
     """Read, hash, decode and preprocess one file (runs in a worker thread). Raises ImageError."""
     try:
@@ -70,9 +83,19 @@ def prepare(path: Path, item_id: str, extractor: Extractor) -> Prepared:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
-    img = load_image(data, draft_size=extractor.draft_size)
+    img = decode_for(extractor, data)
     info = ItemInfo(item_id, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
     return Prepared(info, extractor.preprocess(img))
+
+
+def embed_query(extractor: Extractor, source: bytes | str | os.PathLike | Image.Image) -> np.ndarray:
+    """The feature vector (dim,) of one query photo: file bytes, a path, or an already decoded image.
+
+    Bytes and paths are decoded as :func:`prepare` decodes catalogue files, so a catalogue photo
+    used as a query gets exactly its stored vector. Raises ImageError for a bad image.
+    """
+    img = source if isinstance(source, Image.Image) else decode_for(extractor, source)
+    return extractor.embed_batch(extractor.preprocess(img)[None])[0]
 
 
 def embed_files(
@@ -139,7 +162,7 @@ def _prepare_or_error(path: Path, item_id: str, extractor: Extractor) -> Prepare
 
 
 def sync_folder(
-    index: Index,
+    store: VectorStore,
     root: str | os.PathLike,
     extractor: Extractor,
     *,
@@ -149,7 +172,7 @@ def sync_folder(
     progress: bool = True,
     remove_missing: bool = True,
 ) -> Report:
-    """Make ``index`` match the images under ``root``: embed new and changed files, drop deleted ones.
+    """Make ``store`` match the images under ``root``: embed new and changed files, drop deleted ones.
 
     A file counts as unchanged when its size and modification time match what the index recorded.
     Work is committed every ``commit_every`` images, so an interrupted run loses at most that much.
@@ -158,8 +181,8 @@ def sync_folder(
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
-    index.check_model(extractor.describe())
-    known = index.items()
+    store.check_model(extractor.describe())
+    known = store.items()
     todo: list[tuple[Path, str]] = []
     seen: set[str] = set()
     report = Report()
@@ -178,19 +201,19 @@ def sync_folder(
             todo.append((path, item_id))
     if remove_missing:
         gone = [i for i in known if i not in seen]
-        report.removed = index.remove(gone)
+        report.removed = store.remove(gone)
     # Files that failed before stay in the index's absence; a changed file that now fails to
     # decode is removed too, so the index never serves a vector for content it can't read.
-    report.indexed = add_files(index, todo, extractor, batch_size=batch_size, commit_every=commit_every,
+    report.indexed = add_files(store, todo, extractor, batch_size=batch_size, commit_every=commit_every,
                                workers=workers, progress=progress, skipped=report.skipped)
     failed_known = [i for i, _ in report.skipped if i in known]
-    report.removed += index.remove(failed_known)
+    report.removed += store.remove(failed_known)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def add_files(
-    index: Index,
+    store: VectorStore,
     files: Sequence[tuple[Path, str]],
     extractor: Extractor,
     *,
@@ -200,7 +223,8 @@ def add_files(
     progress: bool = True,
     skipped: list[tuple[str, str]] | None = None,
 ) -> int:
-    """Embed ``files`` ((path, id) pairs) and add them to ``index``; returns how many were added."""
+    """Embed ``files`` ((path, id) pairs) and add them to ``store``, one commit per ``commit_every``
+    images; returns how many were added (the unreadable ones are appended to ``skipped``)."""
     added = 0
     buf_infos: list[ItemInfo] = []
     buf_vecs: list[np.ndarray] = []
@@ -208,7 +232,7 @@ def add_files(
     def commit() -> None:
         nonlocal added
         if buf_infos:
-            index.add(np.concatenate(buf_vecs), buf_infos)
+            store.add(buf_infos, np.concatenate(buf_vecs))
             added += len(buf_infos)
             buf_infos.clear()
             buf_vecs.clear()
@@ -222,16 +246,3 @@ def add_files(
     commit()
     return added
 
-
-def embed_paths(extractor: Extractor, paths: Iterable[str | os.PathLike]) -> np.ndarray:
-    """Embed query images (decoded once each); raises ImageError naming the first bad file."""
-    tensors = []
-    for p in paths:
-        try:
-            img = load_image(p, draft_size=extractor.draft_size)
-        except ImageError as exc:
-            raise ImageError(f"{p}: {exc}") from exc
-        tensors.append(extractor.preprocess(img))
-    if not tensors:
-        return np.zeros((0, extractor.dim), dtype=np.float32)
-    return extractor.embed_batch(np.stack(tensors))

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from .atomic import atomic_write
 from .images import ImageError, fit_square, load_image
 from .search import Hit
 
@@ -37,11 +38,8 @@ def contact_sheet(rows: Sequence[tuple[str | os.PathLike, Sequence[Hit]]], root:
             sheet.paste(tile, (c * thumb, y))
             draw.text((c * thumb + 4, y + thumb + 4), _fit(draw, label, thumb - 8), fill="black")
         draw.line([(thumb - 1, y), (thumb - 1, y + thumb)], fill=(220, 0, 0), width=3)
-    dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".tmp" + dest.suffix)
-    sheet.save(tmp, quality=90)
-    os.replace(tmp, dest)
-    return dest
+    fmt = Image.registered_extensions().get(Path(dest).suffix.lower(), "JPEG")
+    return atomic_write(dest, lambda fh: sheet.save(fh, fmt, quality=90))
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:

@@ -12,10 +12,10 @@ from PIL import Image
 
 from jiansuo.cli import main
 from jiansuo.datasets import fashion_mnist
-from jiansuo.index import Index, ItemInfo, ann_store
-from jiansuo.index import store
-from jiansuo.search import ann, search_index
+from jiansuo.index import Index, ItemInfo, ann_store, store
+from jiansuo.search import ann, auto
 from jiansuo.search.ann import AnnSearcher
+from jiansuo.search.folder import FolderStore
 
 N_CATALOG, N_QUERIES = 400, 40
 
@@ -55,8 +55,8 @@ def recall(results, truth) -> float:
 
 def test_ann_agrees_with_exact_and_scores_are_exact_cosines(make_index, real_vectors):
     index = make_index(dtype="float16")
-    exact = search_index(index, queries(real_vectors), 10, mode="exact")
-    approx = search_index(index, queries(real_vectors), 10, mode="ann", ef=16)
+    exact = FolderStore(index).search(queries(real_vectors), 10, mode="exact")
+    approx = FolderStore(index).search(queries(real_vectors), 10, mode="ann", ef=16)
     assert recall(approx, exact) >= 0.95
     for r, e in zip(approx, exact):
         want = {h.id: h.score for h in e.hits}
@@ -71,8 +71,8 @@ def test_pca_projection_keeps_recall(make_index, real_vectors, monkeypatch):
     index = make_index()
     graph = ann_store.ensure(index, params=ann_store.Params(reduce_dim=64))
     assert graph.pca is not None and graph.dim == 64 and graph.pca.shape == (index.dim, 64)
-    exact = search_index(index, queries(real_vectors), 10, mode="exact")
-    approx = search_index(index, queries(real_vectors), 10, mode="ann")
+    exact = FolderStore(index).search(queries(real_vectors), 10, mode="exact")
+    approx = FolderStore(index).search(queries(real_vectors), 10, mode="ann")
     assert recall(approx, exact) >= 0.95
     # the projection is what the graph holds: nearly orthonormal columns from the uncentred PCA
     np.testing.assert_allclose(graph.pca.T @ graph.pca, np.eye(64), atol=1e-4)
@@ -81,28 +81,28 @@ def test_pca_projection_keeps_recall(make_index, real_vectors, monkeypatch):
 def test_add_replace_and_remove_are_reflected_immediately_without_rebuild(make_index, real_vectors, tmp_path):
     index = make_index()
     q = queries(real_vectors)
-    search_index(index, q[:1], 10, mode="ann")
+    FolderStore(index).search(q[:1], 10, mode="ann")
     graph = ann_store.ensure(index)
     count_before = graph.hnsw.get_current_count()
 
     writer = Index.open(tmp_path / "c.idx")  # another handle, as another process would change it
     writer.add(q[:1], [ItemInfo("new.jpg")])
-    hits = search_index(index, q[:1], 3, mode="ann")[0].hits
+    hits = FolderStore(index).search(q[:1], 3, mode="ann")[0].hits
     assert hits[0].id == "new.jpg" and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
-    victim = search_index(index, q[1:2], 1, mode="ann")[0].hits[0].id
+    victim = FolderStore(index).search(q[1:2], 1, mode="ann")[0].hits[0].id
     writer.remove([victim])
-    assert victim not in {h.id for r in search_index(index, q, 10, mode="ann") for h in r.hits}
+    assert victim not in {h.id for r in FolderStore(index).search(q, 10, mode="ann") for h in r.hits}
 
     # replace: the same id gets another vector; the old vector must not answer for it any more
     writer.add(real_vectors[7:8], [ItemInfo("item003.jpg")])
-    assert search_index(index, real_vectors[7:8], 2, mode="ann")[0].hits[0].score == pytest.approx(1.0, abs=1e-5)
-    old_hits = search_index(index, real_vectors[3:4], 10, mode="ann")[0].hits
+    assert FolderStore(index).search(real_vectors[7:8], 2, mode="ann")[0].hits[0].score == pytest.approx(1.0, abs=1e-5)
+    old_hits = FolderStore(index).search(real_vectors[3:4], 10, mode="ann")[0].hits
     assert all(h.score < 0.9999 for h in old_hits if h.id == "item003.jpg")
 
     # deleted labels are reused, so the graph did not grow beyond the one new image, and was not rebuilt
     writer.add(q[2:3], [ItemInfo("another.jpg")])
-    search_index(index, q[:1], 1, mode="ann")
+    FolderStore(index).search(q[:1], 1, mode="ann")
     assert ann_store.ensure(index) is graph
     assert graph.hnsw.get_current_count() == count_before + 1
     assert graph.alive == len(index) == N_CATALOG + 1
@@ -110,7 +110,7 @@ def test_add_replace_and_remove_are_reflected_immediately_without_rebuild(make_i
 
 def test_persisted_graph_round_trip(make_index, real_vectors, tmp_path):
     index = make_index()
-    first = search_index(index, queries(real_vectors), 5, mode="ann")
+    first = FolderStore(index).search(queries(real_vectors), 5, mode="ann")
     folder = tmp_path / "c.idx" / "ann"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["generation"] == index.generation and manifest["alive"] == N_CATALOG
@@ -121,7 +121,7 @@ def test_persisted_graph_round_trip(make_index, real_vectors, tmp_path):
     reopened = Index.open(tmp_path / "c.idx")
     loaded = ann_store.load(reopened)
     assert loaded is not None and loaded.generation == index.generation and loaded.alive == N_CATALOG
-    again = search_index(reopened, queries(real_vectors), 5, mode="ann")
+    again = FolderStore(reopened).search(queries(real_vectors), 5, mode="ann")
     assert [[h.id for h in r.hits] for r in again] == [[h.id for h in r.hits] for r in first]
     assert ann_store.info(reopened)["in_step"]
 
@@ -146,26 +146,26 @@ def test_stale_graph_is_detected_and_caught_up_incrementally(make_index, real_ve
     monkeypatch.setattr(store, "_COMPACT_DEAD_SHARE", 0.0)
     index.compact()
     graph.changes = 0
-    exact = search_index(index, queries(real_vectors), 10, mode="exact")
-    approx = search_index(index, queries(real_vectors), 10, mode="ann")
+    exact = FolderStore(index).search(queries(real_vectors), 10, mode="exact")
+    approx = FolderStore(index).search(queries(real_vectors), 10, mode="ann")
     assert graph.changes == 0 and recall(approx, exact) >= 0.95
     assert {h.id for r in approx for h in r.hits} <= set(index.items())
 
 
 def test_graph_from_another_index_or_unreadable_is_rebuilt(make_index, real_vectors, tmp_path):
     a = make_index("a.idx")
-    search_index(a, queries(real_vectors), 5, mode="ann")
+    FolderStore(a).search(queries(real_vectors), 5, mode="ann")
     b = make_index("b.idx", n=200)
     shutil.copytree(tmp_path / "a.idx" / "ann", tmp_path / "b.idx" / "ann")
     assert ann_store.load(b) is None  # identity differs: another index's graph
-    results = search_index(b, queries(real_vectors), 5, mode="ann")
+    results = FolderStore(b).search(queries(real_vectors), 5, mode="ann")
     assert {h.id for r in results for h in r.hits} <= set(b.items())
     assert ann_store.ensure(b).alive == 200
 
     ann_store._OPEN.clear()
     (tmp_path / "b.idx" / "ann" / "manifest.json").write_text("{ not json")
     with pytest.warns(UserWarning, match="unreadable ANN manifest"):
-        again = search_index(b, queries(real_vectors), 5, mode="ann")
+        again = FolderStore(b).search(queries(real_vectors), 5, mode="ann")
     assert [[h.id for h in r.hits] for r in again] == [[h.id for h in r.hits] for r in results]
     assert json.loads((tmp_path / "b.idx" / "ann" / "manifest.json").read_text())["alive"] == 200
 
@@ -178,19 +178,19 @@ def test_allowed_mask(make_index, real_vectors, monkeypatch, path):
     index = make_index()
     ids = index.ids()
     mask = np.array([int(i[4:7]) % 3 != 0 for i in ids])
-    exact = search_index(index, queries(real_vectors), 10, mode="exact", allowed=mask)
-    approx = search_index(index, queries(real_vectors), 10, mode="ann", allowed=mask)
+    exact = FolderStore(index).search(queries(real_vectors), 10, mode="exact", allowed=mask)
+    approx = FolderStore(index).search(queries(real_vectors), 10, mode="ann", allowed=mask)
     allowed = {i for i, m in zip(ids, mask) if m}
     assert all(h.id in allowed for r in approx for h in r.hits)
     assert all(len(r.hits) == 10 for r in approx) and recall(approx, exact) >= 0.95
     with pytest.raises(ValueError, match="allowed mask"):
-        search_index(index, queries(real_vectors), 10, mode="ann", allowed=mask[:-1])
+        FolderStore(index).search(queries(real_vectors), 10, mode="ann", allowed=mask[:-1])
 
 
 def test_min_score_and_bad_options(make_index, real_vectors):
     index = make_index()
-    exact = search_index(index, queries(real_vectors), 50, mode="exact", min_score=0.8)
-    approx = search_index(index, queries(real_vectors), 50, mode="ann", min_score=0.8)
+    exact = FolderStore(index).search(queries(real_vectors), 50, mode="exact", min_score=0.8)
+    approx = FolderStore(index).search(queries(real_vectors), 50, mode="ann", min_score=0.8)
     for a, e in zip(approx, exact):
         assert all(h.score >= 0.8 for h in a.hits)
         assert len(a.hits) <= len(e.hits)
@@ -202,20 +202,21 @@ def test_min_score_and_bad_options(make_index, real_vectors):
 def test_auto_mode_uses_the_graph_only_above_the_threshold(make_index, real_vectors, monkeypatch, tmp_path):
     index = make_index()
     monkeypatch.setenv("JIANSUO_ANN_THRESHOLD", str(N_CATALOG + 1))
-    exact = search_index(index, queries(real_vectors), 10, mode="auto")
+    exact = FolderStore(index).search(queries(real_vectors), 10, mode="auto")
     assert not (tmp_path / "c.idx" / "ann").exists()
     monkeypatch.setenv("JIANSUO_ANN_THRESHOLD", str(N_CATALOG))
-    approx = search_index(index, queries(real_vectors), 10, mode="auto")
+    approx = FolderStore(index).search(queries(real_vectors), 10, mode="auto")
     assert (tmp_path / "c.idx" / "ann" / "manifest.json").is_file()
+    assert {r.mode for r in exact} == {"exact"} and {r.mode for r in approx} == {"ann"}
     assert recall(approx, exact) >= 0.95
 
 
 def test_auto_mode_switches_float16_indexes_to_the_graph_sooner(make_index, real_vectors, monkeypatch, tmp_path):
     monkeypatch.delenv("JIANSUO_ANN_THRESHOLD", raising=False)
-    monkeypatch.setattr(ann, "AUTO_THRESHOLD", {"float32": N_CATALOG + 1, "float16": N_CATALOG})
+    monkeypatch.setattr(auto, "EXACT_LIMIT", {"float32": N_CATALOG + 1, "float16": N_CATALOG})
     wide, half = make_index("wide.idx"), make_index("half.idx", dtype="float16")
-    search_index(wide, queries(real_vectors), 10, mode="auto")
-    search_index(half, queries(real_vectors), 10, mode="auto")
+    FolderStore(wide).search(queries(real_vectors), 10, mode="auto")
+    FolderStore(half).search(queries(real_vectors), 10, mode="auto")
     assert not (tmp_path / "wide.idx" / "ann").exists()
     assert (tmp_path / "half.idx" / "ann" / "manifest.json").is_file()
 

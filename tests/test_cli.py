@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 from PIL import Image
 
 from jiansuo.cli import main

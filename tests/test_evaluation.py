@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 
 from jiansuo.evaluation import (
-    average_precision, evaluate_index, format_reports, latency_summary, mean_average_precision, precision_at,
-    recall_against, relevance,
+    average_precision,
+    evaluate_store,
+    format_reports,
+    latency_summary,
+    mean_average_precision,
+    precision_at,
+    recall_against,
+    relevance,
 )
 from jiansuo.index import Index, ItemInfo
+from jiansuo.search.folder import FolderStore
 
 # Three ranked lists, relevant = True. By hand (AP = mean of precision at each relevant rank):
 #   q1: R . R . .   -> (1/1 + 2/3) / 2 = 0.833333
@@ -32,7 +39,7 @@ def test_map_precision_and_recall_by_hand():
     assert lat["mean_ms"] == pytest.approx(2.0) and lat["p50_ms"] == pytest.approx(2.0)
 
 
-def test_evaluate_index_on_a_hand_built_catalogue(tmp_path):
+def test_evaluate_store_on_a_hand_built_catalogue(tmp_path):
     # Six unit vectors on a circle; labels chosen so the exact ranking is known by hand.
     angles = np.deg2rad([0, 10, 20, 90, 100, 180])
     vecs = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
@@ -42,7 +49,7 @@ def test_evaluate_index_on_a_hand_built_catalogue(tmp_path):
     query = np.array([[np.cos(np.deg2rad(5)), np.sin(np.deg2rad(5))]], np.float32)  # label "a"
     # Exact order from 5°: 0°, 10°, 20°, 90°, 100°, 180° -> labels a b a b a b.
     #   AP@6 = (1/1 + 2/3 + 3/5) / 3 = 0.755556;  P@2 = 1/2.
-    [report] = evaluate_index(index, query, ["a"], lambda i: i.split("/")[0], [("exact", "exact", {})],
+    [report] = evaluate_store(FolderStore(index), query, ["a"], lambda i: i.split("/")[0], [("exact", "exact", {})],
                               map_k=6, k=2)
     assert report.map_at_k == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
     assert report.precision_at_k == pytest.approx(0.5)

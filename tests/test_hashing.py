@@ -10,13 +10,19 @@ from PIL import Image
 
 from jiansuo.datasets import fashion_mnist
 from jiansuo.hashing import store
-from jiansuo.hashing.codes import CodeTable, hamming_distances, pack_bits, unpack_bits, within_radius
+from jiansuo.hashing.codes import (
+    CodeTable,
+    hamming_distances,
+    pack_bits,
+    unpack_bits,
+    within_radius,
+)
 from jiansuo.hashing.itq import train_itq
 from jiansuo.hashing.layer import HashLayer
 from jiansuo.hashing.train import train_supervised
 from jiansuo.index import Index, ItemInfo
-from jiansuo.search import search_index
 from jiansuo.search import hashing as hash_mode
+from jiansuo.search.folder import FolderStore
 
 # Four clearly different product kinds: trousers, sandals, bags, ankle boots.
 CLASSES = [1, 5, 8, 9]
@@ -113,11 +119,11 @@ def test_hash_search_returns_top_k_and_matches_exact_order_within_candidates(fmn
     db, labels, q, q_labels = fmnist
     index = make_index(tmp_path / "c.idx", extractor, db, labels)
     with pytest.raises(store.NoHashLayer, match="train-hash"):
-        search_index(index, q[:1], 5, mode="hash")
+        FolderStore(index).search(q[:1], 5, mode="hash")
     store.save_layer(index, supervised)
     info = store.hash_info(index)
     assert info["kind"] == "supervised" and info["bits"] == 48 and info["classes"] == 4
-    results = search_index(index, q, 10, mode="hash", candidates=30)
+    results = FolderStore(index).search(q, 10, mode="hash", candidates=30)
     for r in results:
         assert len(r.hits) == 10 and r.candidates == 30
         assert [h.score for h in r.hits] == sorted((h.score for h in r.hits), reverse=True)
@@ -125,18 +131,18 @@ def test_hash_search_returns_top_k_and_matches_exact_order_within_candidates(fmn
                          for r, lab in zip(results, q_labels) for h in r.hits])
     assert precision >= 0.9, precision
     # With every image a candidate, coarse-to-fine is exhaustive search in the re-rank space.
-    full = search_index(index, q[:3], 5, mode="hash", candidates=len(db))
+    full = FolderStore(index).search(q[:3], 5, mode="hash", candidates=len(db))
     rerank = supervised.rerank_features(db)
     for r, qf in zip(full, supervised.rerank_features(q[:3])):
         # (re-rank features are stored as float16: compare scores, near-ties may swap places)
         assert np.allclose([h.score for h in r.hits], np.sort(rerank @ qf)[::-1][:5], atol=2e-3)
     # Hamming ranking alone, a filter, and a score threshold.
-    ham = search_index(index, q[:2], 7, mode="hash", rerank=False)
+    ham = FolderStore(index).search(q[:2], 7, mode="hash", rerank=False)
     assert all(len(r.hits) == 7 and r.candidates == 7 for r in ham)
     allowed = np.array([i.startswith("Bag/") for i in index.ids()])
-    filtered = search_index(index, q[:4], 60, mode="hash", allowed=allowed)
+    filtered = FolderStore(index).search(q[:4], 60, mode="hash", allowed=allowed)
     assert all(len(r.hits) == allowed.sum() and all(h.id.startswith("Bag/") for h in r.hits) for r in filtered)
-    strict = search_index(index, q[:4], 10, mode="hash", min_score=0.99)
+    strict = FolderStore(index).search(q[:4], 10, mode="hash", min_score=0.99)
     assert all(h.score >= 0.99 for r in strict for h in r.hits)
 
 
@@ -144,8 +150,8 @@ def test_itq_layer_reranks_by_stored_features(fmnist, extractor, tmp_path):
     db, labels, q, _ = fmnist
     index = make_index(tmp_path / "c.idx", extractor, db, labels)
     store.save_layer(index, train_itq(db, 32))
-    exact = search_index(index, q, 5)
-    approx = search_index(index, q, 5, mode="hash", candidates=len(db) // 4)
+    exact = FolderStore(index).search(q, 5)
+    approx = FolderStore(index).search(q, 5, mode="hash", candidates=len(db) // 4)
     recall = np.mean([len({h.id for h in a.hits} & {h.id for h in e.hits}) / 5 for a, e in zip(approx, exact)])
     assert recall >= 0.9, recall
     # Scores are the same cosine similarities exact search reports.
@@ -158,12 +164,12 @@ def test_codes_follow_images_added_changed_and_removed_after_training(fmnist, su
     db, labels, q, q_labels = fmnist
     index = make_index(tmp_path / "c.idx", extractor, db[:100], labels[:100])
     store.save_layer(index, supervised)
-    search_index(index, q[:1], 3, mode="hash")
+    FolderStore(index).search(q[:1], 3, mode="hash")
     assert (index.path / store.CODES_FILE).is_file()
     # New images (after training) become searchable by their own photo.
     new_ids = [f"new/{n}.png" for n in range(len(q))]
     index.add(q, [ItemInfo(i) for i in new_ids])
-    results = search_index(index, q, 1, mode="hash")
+    results = FolderStore(index).search(q, 1, mode="hash")
     assert [r.hits[0].id for r in results] == new_ids
     state = store.index_codes(index)
     assert state.encoded == len(q)  # only the new rows were encoded, the rest came from the cache
@@ -174,7 +180,7 @@ def test_codes_follow_images_added_changed_and_removed_after_training(fmnist, su
     state = store.index_codes(index)
     assert np.array_equal(state.codes[state.ids.index("new/0.png")], supervised.codes(db[150:151])[0])
     assert "new/1.png" not in state.ids
-    assert all(h.id != "new/1.png" for r in search_index(index, q, 50, mode="hash") for h in r.hits)
+    assert all(h.id != "new/1.png" for r in FolderStore(index).search(q, 50, mode="hash") for h in r.hits)
     # A fresh process (no memory cache) reads the persisted codes without encoding anything.
     store._MEMORY.clear()
     with Index.open(index.path) as again:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jiansuo.features import l2_normalize
-from jiansuo.index import Index, IndexError_, ItemInfo
-from jiansuo.index import store
+from jiansuo.index import Index, IndexError_, ItemInfo, store
+from jiansuo.search.folder import FolderStore
 
 MODEL = {"name": "test-model", "version": "1", "dim": 8, "input_size": 4, "preprocessing": "none"}
 
@@ -93,7 +93,7 @@ def test_float16_storage_and_model_mismatch(tmp_path):
     assert idx.vectors()[1].dtype == np.float16
     assert idx.stats()["bytes_per_image_in_memory"] == 16
     with pytest.raises(IndexError_, match="cannot be used with"):
-        Index.open_or_create(tmp_path / "h.idx", {**MODEL, "name": "other"})
+        FolderStore.open(tmp_path / "h.idx", model={**MODEL, "name": "other"})
     with pytest.raises(IndexError_, match="no index"):
         Index.open(tmp_path / "missing.idx")
     with pytest.raises(IndexError_, match="already exists"):
@@ -101,26 +101,26 @@ def test_float16_storage_and_model_mismatch(tmp_path):
 
 
 def test_exact_search_ranks_and_filters(tmp_path):
-    from jiansuo.search import search_index
+    from jiansuo.search.folder import FolderStore
 
     idx = Index.create(tmp_path / "c.idx", MODEL)
     v = vecs(20)
     idx.add(v, infos([f"i{n:02d}" for n in range(20)]))
-    [res] = search_index(idx, v[7], k=3)
+    [res] = FolderStore(idx).search(v[7], k=3)
     assert res.hits[0].id == "i07" and res.hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert [h.score for h in res.hits] == sorted([h.score for h in res.hits], reverse=True)
     assert res.candidates == 20
     mask = np.ones(20, bool)
     mask[7] = False
-    [res] = search_index(idx, v[7], k=3, allowed=mask)
+    [res] = FolderStore(idx).search(v[7], k=3, allowed=mask)
     assert "i07" not in [h.id for h in res.hits]
-    [res] = search_index(idx, v[7], k=20, min_score=0.5)
+    [res] = FolderStore(idx).search(v[7], k=20, min_score=0.5)
     assert all(h.score >= 0.5 for h in res.hits) and res.hits[0].id == "i07"
     # float16 storage gives the same ranking
     idx16 = Index.create(tmp_path / "h.idx", MODEL, dtype="float16")
     idx16.add(v, infos([f"i{n:02d}" for n in range(20)]))
-    [res16] = search_index(idx16, v[7], k=3)
-    assert [h.id for h in res16.hits] == [h.id for h in search_index(idx, v[7], k=3)[0].hits]
+    [res16] = FolderStore(idx16).search(v[7], k=3)
+    assert [h.id for h in res16.hits] == [h.id for h in FolderStore(idx).search(v[7], k=3)[0].hits]
 
 
 def test_opening_a_half_created_index_is_a_clear_error(tmp_path):

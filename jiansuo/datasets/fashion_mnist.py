@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Where Debian installs the files (override with $JIANSUO_FASHION_MNIST).
-DEFAULT_DIR = Path(os.environ.get("JIANSUO_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+from .. import config
+
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -18,16 +18,17 @@ _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
-def available(folder: str | os.PathLike = DEFAULT_DIR) -> bool:
-    """True when the data set files are installed."""
-    return all((Path(folder) / f).is_file() for pair in _FILES.values() for f in pair)
+def available(folder: str | os.PathLike | None = None) -> bool:
+    """True when the data set files are installed (in ``folder``, default :func:`jiansuo.config.fashion_mnist_dir`)."""
+    folder = Path(folder or config.fashion_mnist_dir())
+    return all((folder / f).is_file() for pair in _FILES.values() for f in pair)
 
 
-def load(split: str = "train", folder: str | os.PathLike = DEFAULT_DIR) -> tuple[np.ndarray, np.ndarray]:
+def load(split: str = "train", folder: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, 28, 28), labels uint8 (N,)) of the ``train`` (60,000) or ``test`` (10,000) split."""
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    img_file, lab_file = (Path(folder) / f for f in _FILES[split])
+    img_file, lab_file = (Path(folder or config.fashion_mnist_dir()) / f for f in _FILES[split])
     if not img_file.is_file():
         raise FileNotFoundError(
             f"Fashion-MNIST not found in {folder}: install it with `apt-get install dataset-fashion-mnist`"

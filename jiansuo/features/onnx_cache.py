@@ -9,23 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
+from .. import config
+from ..atomic import atomic_path, atomic_write
 from .base import ModelError
 
 # Bump when the export itself changes (opset, graph surgery) so stale cache files are rebuilt.
 EXPORT_VERSION = "2"
-
-
-def cache_dir() -> Path:
-    """User cache folder for exported models: $JIANSUO_CACHE, else $XDG_CACHE_HOME/jiansuo, else ~/.cache/jiansuo."""
-    env = os.environ.get("JIANSUO_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jiansuo"
 
 
 def file_identity(path: str | os.PathLike) -> str:
@@ -53,7 +46,7 @@ def cached_onnx(
     ``source_key`` identifies the weights (and anything else the graph depends on): a different
     key means a different file, so replacing the weights regenerates the export.
     """
-    folder = cache_dir() / "models"
+    folder = config.cache_dir() / "models"
     folder.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{source_key}|{EXPORT_VERSION}|{input_size}|{output_names}".encode()).hexdigest()[:16]
     onnx_path = folder / f"{name}-{key}.onnx"
@@ -68,7 +61,7 @@ def cached_onnx(
     _export(build, onnx_path, input_size, output_names)
     meta = {"name": name, "source_key": source_key, "export_version": EXPORT_VERSION,
             "input_size": input_size, "sha256": sha256_file(onnx_path)}
-    _atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    atomic_write(meta_path, json.dumps(meta, indent=1))
     return onnx_path
 
 
@@ -80,26 +73,15 @@ def _export(build: Callable[[], "object"], dest: Path, input_size: int, output_n
     model = build()
     model.eval()
     dummy = torch.zeros(1, 3, input_size, input_size)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                model, (dummy,), tmp, input_names=["input"], output_names=list(output_names),
-                dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in output_names}},
-                opset_version=17, dynamo=False,
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(dest) as tmp, torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter warns about constant folding and its own deprecation on every
+        # export; neither concerns the user, and the exported graph is checked by its checksum.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (dummy,), str(tmp), input_names=["input"], output_names=list(output_names),
+            dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in output_names}},
+            opset_version=17, dynamo=False,
+        )
 
 
 def ort_session(onnx_path: str | os.PathLike, threads: int | None = None):
@@ -108,6 +90,6 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None):
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or int(os.environ.get("JIANSUO_THREADS", 0)) or (os.cpu_count() or 1)
+    opts.intra_op_num_threads = threads or config.threads()
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])

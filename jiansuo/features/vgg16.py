@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import config
 from .base import Extractor, ModelError, l2_normalize, register, to_chw
 from .onnx_cache import cached_onnx, file_identity, ort_session
 
@@ -96,7 +97,7 @@ class VGG16Weights:
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
     """The weights file to use: ``weights``, else ``$JIANSUO_VGG16_WEIGHTS``; a clear error if neither exists."""
-    chosen = weights or os.environ.get(WEIGHTS_ENV)
+    chosen = weights or config.vgg16_weights()
     if not chosen:
         raise ModelError(
             "the VGG16 models need ImageNet weights, which are not bundled. Download one of\n"

@@ -12,8 +12,12 @@ import numpy as np
 from .layer import HashLayer
 
 
+#: Features ITQ is fitted on at most: PCA and the rotation settle long before.
+ITQ_SAMPLE = 100_000
+
+
 def train_itq(features: np.ndarray, bits: int = 128, *, iterations: int = 50, seed: int = 0,
-              max_samples: int = 100_000, rerank: str = "input") -> HashLayer:
+              max_samples: int = ITQ_SAMPLE, rerank: str = "input") -> HashLayer:
     """An ITQ :class:`HashLayer` of ``bits`` bits fitted on ``features`` (N, D); needs N > bits and D ≥ bits.
 
     At most ``max_samples`` rows (a seeded sample) are used: PCA and the rotation settle long before.

@@ -46,10 +46,10 @@ def from_folder(root: str | os.PathLike) -> list[Labelled]:
     return items
 
 
-def from_csv(csv_path: str | os.PathLike, index=None) -> list[Labelled]:
-    """Rows of a ``path,label`` CSV; a path that is an id of ``index`` needs no file on disk."""
+def from_csv(csv_path: str | os.PathLike, store=None) -> list[Labelled]:
+    """Rows of a ``path,label`` CSV; a path that is an id of ``store`` (a VectorStore) needs no file on disk."""
     csv_path = Path(csv_path)
-    known = set(index.ids()) if index is not None else set()
+    known = set(store.ids()) if store is not None else set()
     items = []
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         for n, row in enumerate(csv.reader(fh), 1):
@@ -74,17 +74,17 @@ def from_csv(csv_path: str | os.PathLike, index=None) -> list[Labelled]:
     return items
 
 
-def features_for(index, items: list[Labelled], extractor_factory, *, progress: bool = True,
+def features_for(store, items: list[Labelled], extractor_factory, *, progress: bool = True,
                  skipped: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, list[str]]:
-    """(features (N, dim), labels) of ``items``: stored vectors where the index has them, else embedded.
+    """(features (N, dim), labels) of ``items``: stored vectors where ``store`` has them, else embedded.
 
     ``extractor_factory()`` is only called when some image must be embedded. Files that cannot be
     decoded are left out and listed in ``skipped`` as (path, reason).
     """
     from ..pipeline import embed_files
 
-    infos = index.items()
-    root = index.meta().get("root")
+    infos = store.items()
+    root = store.meta().get("root")
     root = Path(root).resolve() if root else None
     stored_ids, stored_labels, to_embed = [], [], []
     for item in items:
@@ -94,7 +94,7 @@ def features_for(index, items: list[Labelled], extractor_factory, *, progress: b
             stored_labels.append(item.label)
         else:
             to_embed.append(item)
-    feats = [index.get_vectors(stored_ids).astype(np.float32)] if stored_ids else []
+    feats = [store.get(stored_ids)] if stored_ids else []
     labels = list(stored_labels)
     if to_embed:
         extractor = extractor_factory()

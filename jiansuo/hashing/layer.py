@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..features.base import l2_normalize
 from .codes import pack_bits
 
@@ -149,14 +150,8 @@ class HashLayer:
         return cls(meta["kind"], int(meta["bits"]), params, meta["info"])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(self.to_bytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        """Write atomically and durably (the layer lives in the index folder)."""
+        atomic_write(path, self.to_bytes(), durable=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HashLayer":

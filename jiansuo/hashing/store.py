@@ -16,7 +16,6 @@ re-embedded after training get their codes on the next search, and removed ones 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..index.store import IndexError_
 from .codes import CodeTable
 from .layer import HashLayer
@@ -201,16 +201,13 @@ def _write_cache(path: Path, fingerprint: str, generation: int, ids: list[str], 
                  codes: np.ndarray, rerank: np.ndarray | None) -> None:
     # Readers may write the cache concurrently: each writes its own temp file, the last rename wins,
     # and every version is complete and consistent.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     arrays = {"fingerprint": np.array(fingerprint), "generation": np.array(generation), "ids": np.array(ids, dtype=str), "sig": sig, "codes": codes}
     if rerank is not None:
         arrays["rerank"] = rerank
     try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only index still searches; it just re-encodes next time
+        pass  # a read-only index still searches; it just re-encodes next time
 
 
 _LOCK = threading.Lock()

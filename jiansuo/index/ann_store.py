@@ -16,7 +16,7 @@ incrementally: new ids are inserted, removed ids marked deleted (their labels ar
 inserts, so deletions never need a rebuild), rows that moved because of compaction are recognised
 by their digest and only relocated. Small differences are not written back at once (rewriting a
 1M-image graph takes seconds); a later process re-applies them in milliseconds, and the snapshot is
-rewritten once enough changes pile up or when :func:`refresh` is called after indexing.
+rewritten once enough changes pile up or when indexing asks for it (``ensure(persist=True)``).
 
 Memory: the graph holds ``reduce_dim``-d float32 projections (192-d by default, from 1280-d), found
 by an uncentred PCA so that inner products, hence cosine ranks, are kept; searchers re-rank the
@@ -42,6 +42,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write, is_temporary
 from .store import Index
 
 FORMAT = 1
@@ -391,24 +392,23 @@ def save(index: Index, graph: AnnGraph) -> bool:
             return False  # another process saved a state at least as new while we worked
         seq = int(current.get("seq", 0)) + 1 if current else 1
         files = {"graph": f"graph-{seq:06d}.hnsw", "state": f"state-{seq:06d}.npz"}
-        tmp_graph = folder / (files["graph"] + ".tmp")
-        graph.hnsw.save_index(str(tmp_graph))
-        _fsync_replace(tmp_graph, folder / files["graph"])
+        with atomic_path(folder / files["graph"], durable=True) as tmp_graph:
+            graph.hnsw.save_index(str(tmp_graph))
         buf = io.BytesIO()
         np.savez(buf, ids=np.frombuffer(json.dumps(graph.ids).encode(), np.uint8),
                  seg_names=np.frombuffer(json.dumps(graph.seg_names).encode(), np.uint8),
                  seg_code=graph.seg_code, rows=graph.rows, digest=graph.digest,
                  pca=graph.pca if graph.pca is not None else np.zeros((0, 0), np.float32))
-        _write_atomic(folder / files["state"], buf.getvalue())
+        atomic_write(folder / files["state"], buf.getvalue(), durable=True)
         manifest = {
             "format": FORMAT, "seq": seq, "engine": f"hnswlib {_hnswlib_version()}", "identity": graph.index_identity,
             "generation": graph.generation, "params": vars(graph.params), "graph_dim": graph.dim,
             "pca_trained_on": graph.pca_trained_on, "alive": graph.alive, "capacity": graph.capacity,
             "files": files,
         }
-        _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+        atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1), durable=True)
         for f in folder.iterdir():
-            if f.name.startswith(("graph-", "state-")) and f.name not in files.values():
+            if (f.name.startswith(("graph-", "state-")) and f.name not in files.values()) or is_temporary(f.name):
                 f.unlink(missing_ok=True)
         graph.snapshot, graph.changes = files["graph"], 0
         return True
@@ -456,19 +456,6 @@ def ensure(index: Index, *, persist: bool | None = None, progress: bool = False,
             if persist or (persist is None and (built or big)):
                 save(index, graph)
     return graph
-
-
-def refresh(index: Index, *, progress: bool = False) -> AnnGraph | None:
-    """After indexing: bring an existing graph (or one auto mode will need) up to date and save it.
-
-    Cheap when nothing changed; does nothing for small indexes without a graph, which auto mode
-    searches exactly anyway.
-    """
-    from ..search.ann import auto_threshold
-
-    if read_manifest(index) is None and len(index) < auto_threshold(index):
-        return None
-    return ensure(index, persist=True, progress=progress)
 
 
 def forget(index: Index) -> None:
@@ -545,31 +532,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _fsync_replace(tmp: Path, dest: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hnswlib_version() -> str:

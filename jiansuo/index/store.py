@@ -24,15 +24,20 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write, is_temporary
+
 FORMAT_VERSION = 1
 DB_NAME = "index.sqlite"
 
+# Ids per SQL statement (SQLite limits the number of parameters).
+_SQL_CHUNK = 500
 # Compact when dead rows exceed this share of all stored rows, or segments get this many.
 _COMPACT_DEAD_SHARE = 0.3
 _COMPACT_SEGMENTS = 64
@@ -61,6 +66,8 @@ class Index:
         self._lock = threading.RLock()
         self._cache_gen: int | None = None
         self._cache: tuple[list[str], np.ndarray] | None = None
+        self._pos: tuple[list[str], dict[str, int]] | None = None
+        self._ids: tuple[int, list[str]] | None = None
         meta = self.meta()
         if "model" not in meta or "dim" not in meta:
             # Another process is between creating the tables and writing their first rows.
@@ -106,27 +113,6 @@ class Index:
                 db.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, value))
         return cls(path, db)
 
-    @classmethod
-    def open_or_create(cls, path: str | os.PathLike, model: dict, *, dtype: str = "float32") -> "Index":
-        """Open ``path`` if it is an index built with the same model, else create it."""
-        if cls.exists(path):
-            index = cls.open(path)
-            index.check_model(model)
-            return index
-        return cls.create(path, model, dtype=dtype)
-
-    def check_model(self, model: dict) -> None:
-        """Raise :class:`IndexError_` unless ``model`` produces the same vectors as this index holds."""
-        mine = {k: self.model.get(k) for k in ("name", "version", "dim", "preprocessing")}
-        theirs = {k: model.get(k) for k in ("name", "version", "dim", "preprocessing")}
-        if mine != theirs:
-            raise IndexError_(
-                f"index {self.path} was built with model {self.model.get('name')!r} "
-                f"(version {self.model.get('version')}, {self.model.get('dim')}-d); "
-                f"it cannot be used with {model.get('name')!r} (version {model.get('version')}, "
-                f"{model.get('dim')}-d). Use --model {self.model.get('name')} or build a new index."
-            )
-
     def close(self) -> None:
         self._db.close()
 
@@ -169,8 +155,15 @@ class Index:
         return {r[0]: ItemInfo(*r) for r in rows}
 
     def ids(self) -> list[str]:
-        """Ids in the order of :meth:`vectors` rows."""
-        return self.vectors()[0]
+        """Ids in the order of :meth:`vectors` rows (what a row mask refers to), without reading any vector."""
+        with self._lock:
+            gen = self.generation
+            if self._cache is not None and self._cache_gen == gen:
+                return self._cache[0]
+            if self._ids is None or self._ids[0] != gen:
+                snapshot_gen, ids, _segments, _rows = self.locations()
+                self._ids = (snapshot_gen, ids)
+            return self._ids[1]
 
     # ----------------------------------------------------------------- writing
 
@@ -227,6 +220,23 @@ class Index:
             self._maybe_compact()
         return removed
 
+    def reset(self, model: dict) -> int:
+        """Forget every image; from now on the index holds vectors of ``model``. Returns how many were forgotten.
+
+        A new ``uuid`` tells derived data (the ANN graph) that this is no longer the index it was built for.
+        """
+        with self.writing():
+            with self._db:
+                removed = self._db.execute("DELETE FROM items").rowcount
+                for key, value in {"model": json.dumps(model, sort_keys=True), "dim": str(int(model["dim"])),
+                                   "uuid": uuid.uuid4().hex}.items():
+                    self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+                self._bump()
+            self.model, self.dim = model, int(model["dim"])
+            self._cache = None
+            self._drop_unused_segments()
+        return removed
+
     def compact(self) -> None:
         """Rewrite all live vectors into one segment, dropping dead rows."""
         with self.writing():
@@ -276,10 +286,42 @@ class Index:
         return np.load(self.path / name, mmap_mode="r")
 
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """Stored vectors of the given ids, in that order (KeyError for an unknown id)."""
-        all_ids, matrix = self.vectors()
-        pos = {i: n for n, i in enumerate(all_ids)}
-        return matrix[[pos[i] for i in ids]]
+        """Stored vectors of the given ids, in that order (KeyError for an unknown id).
+
+        Read from the segment files' memory maps: a large index need not be loaded for a few vectors.
+        """
+        ids = list(ids)
+        for attempt in range(3):
+            with self._lock:
+                found: dict[str, tuple[str, int]] = {}
+                for start in range(0, len(ids), _SQL_CHUNK):
+                    chunk = ids[start : start + _SQL_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    found.update((i, (seg, row)) for i, seg, row in self._db.execute(
+                        f"SELECT id, segment, row FROM items WHERE id IN ({marks})", chunk))
+            missing = next((i for i in ids if i not in found), None)
+            if missing is not None:
+                raise KeyError(missing)
+            out = np.empty((len(ids), self.dim), dtype=self.dtype)
+            try:
+                wanted = sorted(((n, *found[i]) for n, i in enumerate(ids)), key=lambda r: (r[1], r[2]))
+                for seg, group in _group_by_segment(wanted):
+                    where = np.fromiter((g[0] for g in group), np.int64, len(group))
+                    rows = np.fromiter((g[2] for g in group), np.int64, len(group))
+                    out[where] = self.segment(seg)[rows]
+                return out
+            except FileNotFoundError:
+                if attempt == 2:  # compacted away between the lookup and the read, three times over
+                    raise
+        raise AssertionError("unreachable")
+
+    def positions(self) -> dict[str, int]:
+        """id → row of :meth:`ids` (cached per generation)."""
+        with self._lock:
+            ids = self.ids()
+            if self._pos is None or self._pos[0] is not ids:
+                self._pos = (ids, {i: n for n, i in enumerate(ids)})
+            return self._pos[1]
 
     def stats(self) -> dict:
         """Counts and sizes for ``jiansuo info``."""
@@ -309,8 +351,9 @@ class Index:
         with self._db:
             self._db.execute("DELETE FROM segments WHERE name NOT IN (SELECT DISTINCT segment FROM items)")
         known = {r[0] for r in self._db.execute("SELECT name FROM segments")}
-        for f in self.path.glob("seg-*.npy*"):
-            if f.name not in known:
+        for f in self.path.iterdir():
+            # Also the temporary file of a commit that crashed before its rename.
+            if (f.name.startswith("seg-") and f.name not in known) or (f.name.startswith(".seg-") and is_temporary(f.name)):
                 f.unlink(missing_ok=True)
 
     def _maybe_compact(self) -> None:
@@ -359,17 +402,7 @@ def _connect(path: Path, check: bool = True) -> sqlite3.Connection:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda fh: np.save(fh, np.ascontiguousarray(array)), durable=True)
 
 
 def _group_by_segment(rows: list[tuple]) -> Iterator[tuple[str, list[tuple]]]:

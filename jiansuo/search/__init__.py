@@ -1,6 +1,12 @@
-"""Search: query vectors → ranked catalogue images. Strategies (modes) share one interface."""
+"""Search: query vectors → ranked catalogue images, through one interface for every backend.
 
-from .exact import ExactSearcher, top_k
-from .base import Hit, Result, SEARCH_MODES, search_index
+:func:`open_store` gives the :class:`VectorStore` of an index folder (:mod:`.folder`) or a
+PostgreSQL table (:mod:`.pgvector`); :mod:`.auto` decides what ``mode="auto"`` means, the same for
+both; :mod:`.exact`, :mod:`.ann` and :mod:`.hashing` are the folder's search modes.
+"""
 
-__all__ = ["ExactSearcher", "Hit", "Result", "SEARCH_MODES", "search_index", "top_k"]
+from .base import Hit, Result
+from .exact import top_k
+from .store import Allowed, SqlRows, VectorStore, is_database_url, open_store
+
+__all__ = ["Allowed", "Hit", "Result", "SqlRows", "VectorStore", "is_database_url", "open_store", "top_k"]

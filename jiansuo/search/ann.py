@@ -1,4 +1,4 @@
-"""Approximate nearest-neighbour search (``--mode ann``) and the size-based choice (``--mode auto``).
+"""Approximate nearest-neighbour search over an index folder (``--mode ann``).
 
 A query is projected into the graph's space, the HNSW graph (hnswlib) proposes ``candidates``
 images, and those are re-ranked with their exact stored vectors, so every score returned is the
@@ -11,32 +11,19 @@ selective that the graph would have to wander far is answered exactly over the a
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..index import ann_store
+from .auto import ann_threshold, resolve
 from .base import Hit, Result, register_mode
-from .exact import ExactSearcher, top_k
+from .exact import top_k
 
 #: Graph search beam width (the accuracy/speed knob) and how many candidates are re-ranked exactly.
 DEFAULT_EF = 128
 DEFAULT_CANDIDATES = 50
-#: ``auto`` mode uses the graph from this many images up (override: $JIANSUO_ANN_THRESHOLD). Exact search
-#: over float16 vectors is 20-45x slower than over float32 (NumPy widens them to float32 at ~2 ns per
-#: value; measured: 148 ms vs 3.3 ms at 10k images, 1.04 s vs 35 ms at 50k), so float16 indexes switch
-#: to the graph, whose re-rank widens only the candidates, at about the same exact-search cost.
-AUTO_THRESHOLD = {"float32": 50_000, "float16": 2_500}
 #: Masks keeping at most this many images (or this share of the index) are searched exactly.
 EXACT_MASK_MAX = 20_000
 EXACT_MASK_SHARE = 0.02
-
-
-def auto_threshold(index=None) -> int:
-    """Index size from which ``--mode auto`` searches the ANN graph instead of every vector."""
-    if os.environ.get("JIANSUO_ANN_THRESHOLD"):
-        return int(os.environ["JIANSUO_ANN_THRESHOLD"])
-    return AUTO_THRESHOLD["float16" if index is not None and index.dtype == np.float16 else "float32"]
 
 
 class AnnSearcher:
@@ -106,20 +93,13 @@ def _ann_factory(index, *, ef: int | None = None, candidates: int | None = None,
     return AnnSearcher(index, ef=ef, candidates=candidates)
 
 
-@register_mode("auto")
-def _auto_factory(index, *, ef: int | None = None, candidates: int | None = None, **_options):
-    """Exact search for small indexes, the ANN graph from :func:`auto_threshold` images up."""
-    if len(index) >= auto_threshold(index):
-        return AnnSearcher(index, ef=ef, candidates=candidates)
-    return ExactSearcher(index)
-
-
 def info_lines(index) -> list[str]:
     """Lines ``jiansuo info`` prints about the ANN graph (memory per image, whether it is in step)."""
     meta = ann_store.info(index)
     if meta is None:
-        mode = "ann" if len(index) >= auto_threshold(index) else "exact"
-        return [f"ann graph:  none yet (auto mode searches {mode}; from {auto_threshold(index)} images the graph "
+        threshold = ann_threshold(index.dtype)
+        mode = resolve("auto", len(index), index.dtype)
+        return [f"ann graph:  none yet (auto mode searches {mode}; from {threshold} images the graph "
                 f"is built on first search)"]
     dims = f"{meta['index_dim']}→{meta['graph_dim']}-d PCA" if meta["pca"] else f"{meta['graph_dim']}-d"
     per = meta["bytes_per_image_in_memory"]

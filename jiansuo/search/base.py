@@ -1,4 +1,8 @@
-"""The search interface: every mode (exact, hash, ann) answers ``search(queries, k) -> [Result]``."""
+"""Search modes over an index folder: every mode (exact, ann, hash) answers ``search(queries, k) -> [Result]``.
+
+:class:`~jiansuo.search.folder.FolderStore` picks the mode (``auto`` included) and calls :func:`search_index`;
+the CLI and the site use the store, never this module directly.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ class Hit:
 
 @dataclass
 class Result:
-    """The answer to one query: hits best first, and how many catalogue images were examined."""
+    """The answer to one query: hits best first, how many catalogue images were examined, and the mode
+    that ran (``auto`` resolved)."""
 
     hits: list[Hit] = field(default_factory=list)
     candidates: int = 0
+    mode: str = ""
 
 
 # mode name -> factory(index, **options) -> object with .search(queries, k, min_score, allowed) -> list[Result]
@@ -38,6 +44,13 @@ def register_mode(name: str) -> Callable[[Callable], Callable]:
     return deco
 
 
+def modes() -> dict[str, Callable]:
+    """Every registered mode, by name (importing the modules that register the built-in ones)."""
+    from . import ann, exact, hashing  # noqa: F401
+
+    return SEARCH_MODES
+
+
 def search_index(
     index, queries: np.ndarray, k: int = 10, *, mode: str = "exact", min_score: float | None = None,
     allowed: np.ndarray | None = None, **options,
@@ -47,10 +60,8 @@ def search_index(
     ``allowed`` is an optional boolean mask over the index's rows (``index.vectors()`` order):
     rows where it is False are never returned (the site uses it for category and price filters).
     """
-    from . import ann, exact, hashing  # noqa: F401  (register their modes)
-
     try:
-        factory = SEARCH_MODES[mode]
+        factory = modes()[mode]
     except KeyError:
         raise ValueError(f"unknown search mode {mode!r}; choose one of: {', '.join(sorted(SEARCH_MODES))}") from None
     searcher = factory(index, **options)

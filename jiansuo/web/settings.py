@@ -24,10 +24,13 @@ JIANSUO_DEMO                   1 shows the "demo catalogue" banner (0)
 JIANSUO_EMAIL_HOST, _PORT,     SMTP server for password-reset mail; without a host, mail is
 _USER, _PASSWORD, _USE_TLS     printed on the console
 JIANSUO_FROM_EMAIL             sender address (``jiansuo@localhost``)
-JIANSUO_PG_SEARCH              PostgreSQL: ``hnsw`` (feature HNSW), ``pca`` (projection, then features),
-                               ``hash`` (codes, then features), ``auto`` (pca once trained, else hnsw)
-JIANSUO_PG_EF_SEARCH           PostgreSQL: HNSW beam width, the recall/speed knob (40)
-JIANSUO_PG_CANDIDATES          PostgreSQL, pca/hash: photos re-ranked by their features (64 / 400)
+JIANSUO_SEARCH_MODE            how searches run, as the CLI's ``--mode``: ``auto`` (exact for a small
+                               catalogue, the store's ANN index from JIANSUO_ANN_THRESHOLD photos),
+                               ``exact``, ``ann``, ``hash``; PostgreSQL also ``pca`` (``auto``)
+JIANSUO_SEARCH_EF              ANN beam width, the recall/speed knob (0: the store's default, 128 for
+                               an index folder, 40 for PostgreSQL's ``hnsw.ef_search``)
+JIANSUO_SEARCH_CANDIDATES      candidates re-ranked by ann/hash/pca searches (0: the mode's default)
+JIANSUO_PG_TABLE               PostgreSQL: the vector store's table (``jiansuo_vectors``)
 JIANSUO_BROKER_URL             Celery broker (e.g. ``redis://host:6379/0``); set, photos are embedded
                                by worker processes; unset, in the process that stores them
 JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
@@ -189,13 +192,13 @@ JIANSUO_RESULTS = 24
 JIANSUO_MAX_K = 100
 JIANSUO_DEFAULT_CURRENCY = _env("JIANSUO_DEFAULT_CURRENCY", "CNY")
 JIANSUO_DEMO = _env_bool("JIANSUO_DEMO", False)
-# PostgreSQL only: how a search uses pgvector (see jiansuo.web.catalog.pgsearch).
-JIANSUO_PG_SEARCH = _env("JIANSUO_PG_SEARCH", "auto")
-if JIANSUO_PG_SEARCH not in ("auto", "hnsw", "pca", "hash"):
-    raise ImproperlyConfigured(f"JIANSUO_PG_SEARCH must be auto, hnsw, pca or hash, not {JIANSUO_PG_SEARCH!r}")
-JIANSUO_PG_EF_SEARCH = int(_env("JIANSUO_PG_EF_SEARCH", "40"))
-# Candidates re-ranked in pca and hash modes (0: the mode's measured default).
-JIANSUO_PG_CANDIDATES = int(_env("JIANSUO_PG_CANDIDATES", "0"))
+# How the store searches (jiansuo.search: the same modes as the CLI's --mode).
+JIANSUO_SEARCH_MODE = _env("JIANSUO_SEARCH_MODE", "auto")
+if JIANSUO_SEARCH_MODE not in ("auto", "exact", "ann", "hash", "pca"):
+    raise ImproperlyConfigured(f"JIANSUO_SEARCH_MODE must be auto, exact, ann, hash or pca, not {JIANSUO_SEARCH_MODE!r}")
+JIANSUO_SEARCH_EF = int(_env("JIANSUO_SEARCH_EF", "0"))
+JIANSUO_SEARCH_CANDIDATES = int(_env("JIANSUO_SEARCH_CANDIDATES", "0"))
+JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")
 
 # ---------------------------------------------------------------- indexing workers (Celery)
 # Without a broker, photos are embedded in the process that stores them (the embedded default).

@@ -34,7 +34,7 @@ os.environ.update({
 })
 # No broker: photos are embedded in-process unless a test configures one.
 for _name in ("JIANSUO_INDEX", "JIANSUO_MEDIA_ROOT", "JIANSUO_STATIC_ROOT", "JIANSUO_BROKER_URL", "CELERY_BROKER_URL",
-              "JIANSUO_PG_SEARCH"):
+              "JIANSUO_SEARCH_MODE", "JIANSUO_PG_TABLE"):
     os.environ.pop(_name, None)
 
 import dj_database_url  # noqa: E402

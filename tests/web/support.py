@@ -19,7 +19,7 @@ from PIL import Image
 from jiansuo.web.catalog import services
 from jiansuo.web.catalog.models import Product, ProductImage
 from jiansuo.web.catalog.photos import store_product_photo
-from jiansuo.web.catalog.search import get_backend, reset_backend
+from jiansuo.web.catalog.search import get_store, reset_store
 from tests.conftest import real_photo
 
 # item_id, photo, category, price, currency
@@ -69,14 +69,16 @@ def add_product(item_id: str, photo: str | Image.Image, category: str = "", pric
 
 
 class IsolatedSiteMixin:
-    """Each test class gets its own media folder, search index and query folder."""
+    """Each test class gets its own media folder, vector store (index folder or PostgreSQL table) and
+    query folder. A TransactionTestCase's store is emptied after each test, as its database is."""
 
     @classmethod
     def setUpClass(cls):
         cls.site_dir = Path(tempfile.mkdtemp(prefix="jiansuo-site-"))
+        cls.vector_table = f"test_vectors_{cls.site_dir.name.rsplit('-', 1)[-1].lower()}"
         cls._isolation = override_settings(
             MEDIA_ROOT=cls.site_dir / "media", JIANSUO_INDEX_PATH=cls.site_dir / "catalog.idx",
-            JIANSUO_QUERY_DIR=cls.site_dir / "queries",
+            JIANSUO_QUERY_DIR=cls.site_dir / "queries", JIANSUO_PG_TABLE=cls.vector_table,
         )
         cls._isolation.enable()
         super().setUpClass()
@@ -85,12 +87,21 @@ class IsolatedSiteMixin:
     def tearDownClass(cls):
         super().tearDownClass()
         cls._isolation.disable()
-        reset_backend()
+        reset_store()
         shutil.rmtree(cls.site_dir, ignore_errors=True)
+
+    def _fixture_teardown(self):
+        super()._fixture_teardown()
+        if not isinstance(self, TestCase):  # a TransactionTestCase: its writes were committed
+            store = get_store()
+            if hasattr(store, "drop"):
+                store.drop()
+            reset_store()
+            shutil.rmtree(self.site_dir / "catalog.idx", ignore_errors=True)
 
     @property
     def index_ids(self) -> set[str]:
-        return get_backend().photo_ids()
+        return set(get_store().ids())
 
 
 class CatalogTestCase(IsolatedSiteMixin, TestCase):
@@ -117,7 +128,7 @@ NO_POSTGRES = ("JIANSUO_TEST_DATABASE_URL is unset: start PostgreSQL with script
 class OnPostgreSQL:
     """Mixin: the test class runs with the PostgreSQL test database as Django's default database.
 
-    Everything the site does (the ORM, transactions, ``get_backend()``) goes through
+    Everything the site does (the ORM, transactions, ``get_store()``) goes through
     ``connections["default"]``, so pointing that alias at the PostgreSQL connection for the
     class's duration runs the very same tests against the pgvector backend.
     """
@@ -128,7 +139,7 @@ class OnPostgreSQL:
     def setUpClass(cls):
         cls._saved_default = connections["default"]
         connections["default"] = connections["postgres"]
-        reset_backend()
+        reset_store()
         try:
             super().setUpClass()
         except BaseException:
@@ -145,7 +156,7 @@ class OnPostgreSQL:
     @classmethod
     def _restore_default(cls):
         connections["default"] = cls._saved_default
-        reset_backend()
+        reset_store()
 
 
 def on_postgresql(cls: type) -> type:

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from jiansuo.web.catalog.models import Product, ProductImage
-from jiansuo.web.catalog.search import get_backend
+from jiansuo.web.catalog.search import embed, search_products
 from tests.conftest import real_photo
 
 from .support import CatalogTestCase, jpeg_bytes, on_postgresql
@@ -33,8 +33,7 @@ class AdminTests(CatalogTestCase):
         return data
 
     def search_first(self, photo_name: str) -> str:
-        vector = get_backend().embed_images([real_photo(photo_name)])[0]
-        return get_backend().search(vector, 1)[0].product.item_id
+        return search_products(embed(real_photo(photo_name)), 1)[0].product.item_id
 
     def add_moon(self):
         upload = SimpleUploadedFile("moon.jpg", jpeg_bytes(real_photo("moon")), content_type="image/jpeg")

@@ -23,7 +23,7 @@ from jiansuo.index import Index, IndexError_
 from jiansuo.web.catalog.fetch import Fetcher
 from jiansuo.web.catalog.importer import CatalogFileError, import_catalog
 from jiansuo.web.catalog.models import Product, ProductImage
-from jiansuo.web.catalog.search import get_backend
+from jiansuo.web.catalog.search import embed, search_products
 from tests.conftest import real_photo
 
 from .support import IsolatedSiteMixin, jpeg_bytes
@@ -197,8 +197,8 @@ class ImportTests(IsolatedSiteMixin, TestCase):
         self.assertEqual(len(files), 5)
         self.assertEqual(self.stored_files(), files)
         self.assertEqual(self.index_ids, files)
-        vector = get_backend().embed_images([real_photo("chelsea").resize((200, 150))])[0]
-        self.assertEqual({h.product.item_id for h in get_backend().search(vector, 2)}, {"a1", "a4"})
+        vector = embed(real_photo("chelsea").resize((200, 150)))
+        self.assertEqual({h.product.item_id for h in search_products(vector, 2)}, {"a1", "a4"})
 
     def test_rerun_changes_only_what_changed(self):
         path = self.catalogue(slow=False)

@@ -23,12 +23,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.db import connections
 from django.test import TransactionTestCase, override_settings
-from PIL import Image, ImageOps
+from PIL import ImageOps
 from rest_framework.test import APIClient
 
 from jiansuo.web.catalog import jobs, services
 from jiansuo.web.catalog.models import IndexJob, IndexTask, Product, ProductImage
-from jiansuo.web.catalog.search import get_backend
+from jiansuo.web.catalog.search import embed, get_store, search_products
 from tests.conftest import PHOTO_NAMES, real_photo
 
 from .support import CATALOGUE, NO_POSTGRES, PG_URL, IsolatedSiteMixin, OnPostgreSQL, add_product, query_photo
@@ -59,7 +59,8 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
                "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                "JIANSUO_BROKER_URL": REDIS_URL, "JIANSUO_TASK_QUEUE": QUEUE,
                "JIANSUO_TASK_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-               "JIANSUO_DATA_DIR": str(self.site_dir / name), "JIANSUO_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+               "JIANSUO_DATA_DIR": str(self.site_dir / name), "JIANSUO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+               "JIANSUO_PG_TABLE": settings.JIANSUO_PG_TABLE}
         log = open(self.site_dir / f"{name}.log", "w")
         self.addCleanup(log.close)
         proc = subprocess.Popen(
@@ -90,8 +91,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         return result
 
     def search_first(self, photo: str) -> str | None:
-        backend = get_backend()
-        hits = backend.search(backend.embed_images([Image.open(io.BytesIO(query_photo(photo))).convert("RGB")])[0], 1)
+        hits = search_products(embed(query_photo(photo)), 1)
         return hits[0].product.item_id if hits else None
 
     # ------------------------------------------------------------------ tests
@@ -104,7 +104,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         job = report.job
         self.assertEqual(job.tasks.count(), 3)  # 2 + 2 + 1 photos
         # Queued, not embedded: nothing is searchable until a worker has run.
-        self.assertEqual(get_backend().photo_ids(), set())
+        self.assertEqual(set(get_store().ids()), set())
         self.assertIsNone(self.search_first("chelsea"))
         self.assertEqual(jobs.progress(job).finished, 0)
         # A repair while the tasks wait does not queue the same photos again.
@@ -115,7 +115,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         state = self.wait_for(lambda: (s := jobs.progress(job)).done and s, "the workers to finish the job")
         self.assertEqual((state.photos, state.finished, state.indexed, state.failed_photos), (5, 5, 5, []))
         files = {p.images.get().file for p in products}
-        self.assertEqual(get_backend().photo_ids(), files)
+        self.assertEqual(set(get_store().ids()), files)
         self.assertEqual(self.search_first("chelsea"), "cat-1")
         self.assertEqual(self.search_first("rocket"), "rocket-1")
         self.assertTrue(all(w.split("@")[0] in ("alpha", "beta")
@@ -129,7 +129,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         # Deleting a product takes effect at once, without a worker.
         cat_file = products[0].images.get().file
         services.delete_products(Product.objects.filter(item_id="cat-1"))
-        self.assertNotIn(cat_file, get_backend().photo_ids())
+        self.assertNotIn(cat_file, set(get_store().ids()))
         self.assertNotEqual(self.search_first("chelsea"), "cat-1")
 
     @override_settings(JIANSUO_TASK_PHOTOS=64)
@@ -151,7 +151,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         first.wait(timeout=30)
         task.refresh_from_db()
         self.assertEqual((task.state, task.attempts, task.worker.split("@")[0]), ("running", 1, "doomed"))
-        self.assertEqual(get_backend().indexed(files), set())
+        self.assertEqual(get_store().contains(files), set())
 
         time.sleep(VISIBILITY_TIMEOUT)  # the message is unacknowledged for longer than the broker waits
         self.start_worker("rescuer")
@@ -159,7 +159,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
                       "the second worker to run the task again")
         task.refresh_from_db()
         self.assertEqual((task.attempts, task.worker.split("@")[0], task.indexed), (2, "rescuer", 36))
-        self.assertEqual(get_backend().indexed(files), files)
+        self.assertEqual(get_store().contains(files), files)
         self.assertEqual(jobs.progress(IndexJob.objects.get(pk=job.pk)).finished, 36)
         self.assertTrue(self.search_first("rocket").startswith(f"p{PHOTO_NAMES.index('rocket')}-"))
 
@@ -181,7 +181,7 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         self.assertIn(f"indexed 0; queued 4 for the indexing workers (job {job.pk})", out.getvalue())
         self.assertIn("workers indexed 4 of 4 photos", out.getvalue())
         self.assertEqual(job.tasks.count(), 2)  # one job for the whole import, in tasks of 3 photos
-        self.assertEqual(get_backend().photo_ids(), set(ProductImage.objects.values_list("file", flat=True)))
+        self.assertEqual(set(get_store().ids()), set(ProductImage.objects.values_list("file", flat=True)))
         self.assertEqual(self.search_first("coffee"), "coffee-1")
 
     @override_settings(JIANSUO_TASK_PHOTOS=2)
@@ -199,4 +199,4 @@ class WorkerTests(OnPostgreSQL, IsolatedSiteMixin, TransactionTestCase):
         self.assertIn("sent 2 pending task(s) again", out.getvalue())
         self.assertIn("queued 0", out.getvalue())  # the repair itself queued nothing twice
         self.assertTrue(self.wait_for(lambda: jobs.progress(job).done, "the requeued tasks"))
-        self.assertEqual(get_backend().photo_ids(), set(ProductImage.objects.values_list("file", flat=True)))
+        self.assertEqual(set(get_store().ids()), set(ProductImage.objects.values_list("file", flat=True)))

@@ -11,9 +11,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jiansuo.web.catalog.forms import read_photo
+from jiansuo.web.catalog.forms import photo_vector, upload_bytes
 from jiansuo.web.catalog.models import Product
-from jiansuo.web.catalog.search import get_backend
+from jiansuo.web.catalog.search import search_products, similar_products
 
 from .errors import NotAnImage, PayloadTooLarge
 from .serializers import (
@@ -47,13 +47,11 @@ def search(request: Request) -> Response:
     params = SearchRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
     try:
-        img = read_photo(params.validated_data["image"])
+        vector = photo_vector(upload_bytes(params.validated_data["image"]))
     except DjangoValidationError as exc:
         error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
         raise error(exc.messages[0]) from None
-    backend = get_backend()
-    vector = backend.embed_images([img])[0]
-    hits = backend.search(vector, params.validated_data["k"], params.filters())
+    hits = search_products(vector, params.validated_data["k"], params.filters())
     return Response({"results": [hit_data(h, request) for h in hits]})
 
 
@@ -68,7 +66,7 @@ def similar(request: Request, item_id: str) -> Response:
     item = _product(item_id)
     params = FilterSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
-    hits, indexed = get_backend().similar(item, params.validated_data["k"], params.filters())
+    hits, indexed = similar_products(item, params.validated_data["k"], params.filters())
     return Response({"item_id": item.item_id, "indexed": indexed,
                      "results": [hit_data(h, request) for h in hits]})
 

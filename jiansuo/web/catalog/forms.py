@@ -6,13 +6,14 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+import numpy as np
 from PIL import Image
 
 from jiansuo.images import ImageError, load_image
 
 from .middleware import too_large_message
 from .models import Product
-from .search import Filters
+from .search import Filters, embed
 
 
 def upload_bytes(upload) -> bytes:
@@ -22,18 +23,30 @@ def upload_bytes(upload) -> bytes:
     return upload.read()
 
 
+def _not_an_image(exc: ImageError) -> ValidationError:
+    return ValidationError(_("This file is not a usable image: %(reason)s.") % {"reason": exc}, code="not_an_image")
+
+
 def decode_photo(data: bytes) -> Image.Image:
     """Decode photo bytes into an RGB image; ValidationError(code="not_an_image") with the reason otherwise."""
     try:
         return load_image(data)
     except ImageError as exc:
-        raise ValidationError(_("This file is not a usable image: %(reason)s.") % {"reason": exc},
-                              code="not_an_image") from None
+        raise _not_an_image(exc) from None
 
 
 def read_photo(upload) -> Image.Image:
     """Check and decode an uploaded photo (the pages, the API and the admin share these checks)."""
     return decode_photo(upload_bytes(upload))
+
+
+def photo_vector(data: bytes) -> np.ndarray:
+    """The query vector of photo bytes (decoded once, as the CLI decodes a file); ValidationError
+    (code="not_an_image") when they are not a usable image."""
+    try:
+        return embed(data)
+    except ImageError as exc:
+        raise _not_an_image(exc) from None
 
 
 def category_choices() -> list[tuple[str, str]]:
@@ -74,9 +87,14 @@ class FilterForm(forms.Form):
 
 
 class PhotoSearchForm(FilterForm):
-    """The home page form: a photo plus the filters to apply to its results."""
+    """The home page form: a photo plus the filters to apply to its results.
+
+    A valid form has the decoded photo as ``cleaned_data["image"]`` and its bytes as :attr:`photo_bytes`.
+    """
 
     image = forms.FileField(label=_("Photo"), widget=forms.ClearableFileInput(attrs={"accept": "image/*"}))
+    photo_bytes: bytes = b""
 
     def clean_image(self) -> Image.Image:
-        return read_photo(self.cleaned_data["image"])
+        self.photo_bytes = upload_bytes(self.cleaned_data["image"])
+        return decode_photo(self.photo_bytes)

@@ -90,7 +90,7 @@ def run_task(task_id: int, *, worker: str = "", final_attempt: bool = False) -> 
         # A product deleted while its photo was being embedded: drop the vector again.
         gone = wanted - services.referenced(wanted)
         if gone:
-            services.get_backend().remove(gone)
+            services.get_store().remove(gone)
     except Exception as exc:
         log.exception("indexing task %s failed", task_id)
         IndexTask.objects.filter(pk=task_id).update(

@@ -1,12 +1,10 @@
-"""Products and their photos; on PostgreSQL also the photos' features; queued indexing work.
+"""Products and their photos, the catalogue's change counter, and queued indexing work.
 
 A photo file is stored once per distinct content (its name is the hash of the bytes it came
 from), so several products may point at the same file. The file's path relative to MEDIA_ROOT
-is its id in the search index: stable, unique, and the same in the database and the index.
-
-With PostgreSQL, the search index is the table of :class:`PhotoFeature` (pgvector columns with
-HNSW indexes); with SQLite it is the core's index folder, and that table and :class:`CodeLayer`
-are not created (migration 0002 creates them on PostgreSQL only).
+is its id in the vector store (:mod:`.search`): stable, unique, and the same in the database and
+the store. The vectors themselves are the core's (a pgvector table beside these on PostgreSQL, an
+index folder otherwise), not Django models.
 """
 
 from __future__ import annotations
@@ -15,12 +13,6 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from pgvector.django import BitField, HalfVectorField, HnswIndex
-
-#: Dimensions of the feature column (the default model's). HNSW indexes halfvec up to 4000 dims.
-FEATURE_DIM = 1280
-#: Bits of the hash code column.
-CODE_BITS = 128
 
 
 def _default_currency() -> str:
@@ -68,10 +60,6 @@ class ProductImage(models.Model):
     position = models.PositiveSmallIntegerField(_("position"), default=0)
     #: Where an imported photo came from (URL or path), so a rerun need not fetch it again.
     source = models.CharField(_("source"), max_length=1000, blank=True)
-    #: The photo's stored feature (PostgreSQL only): a join on ``file``, no column of its own, so a
-    #: search can order photos by their feature and filter by their product in one query.
-    feature = models.ForeignObject("PhotoFeature", on_delete=models.DO_NOTHING, from_fields=["file"],
-                                   to_fields=["file"], related_name="images", null=True)
 
     class Meta:
         ordering = ["position", "id"]
@@ -92,57 +80,24 @@ class ProductImage(models.Model):
         return default_storage.url(self.file)
 
 
-# ------------------------------------------------------------------ PostgreSQL: the search index
+# ------------------------------------------------------------------ change detection
 
 
-class CodeLayer(models.Model):
-    """A trained ITQ layer (:class:`jiansuo.hashing.layer.HashLayer`): a feature's 128-d projection
-    (PCA plus a rotation) is :attr:`PhotoFeature.latent`, and its sign bits :attr:`PhotoFeature.code`.
+class CatalogVersion(models.Model):
+    """One row whose ``version`` database triggers bump on every change to products or their photos
+    (saves, bulk writes and raw SQL alike), so every process can tell cheaply whether what it keeps
+    in memory about the catalogue (the search filters' table) is still current."""
 
-    The newest one is current: every :class:`PhotoFeature` row is coded with it (rows written
-    while a new layer is being rolled out carry the old ``layer`` and are recomputed).
-    """
+    version = models.BigIntegerField(default=0)
 
-    created = models.DateTimeField(auto_now_add=True)
-    kind = models.CharField(max_length=20)
-    bits = models.PositiveSmallIntegerField()
-    fingerprint = models.CharField(max_length=16)
-    trained_on = models.PositiveIntegerField(default=0)
-    data = models.BinaryField()
-
-    class Meta:
-        ordering = ["-id"]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.bits} bits ({self.fingerprint})"
-
-
-class PhotoFeature(models.Model):
-    """A stored photo's feature vector (float16), its projection and its binary code, each searched
-    by a pgvector HNSW index (see :mod:`jiansuo.web.catalog.pgsearch`).
-
-    One row per photo file (``ProductImage.file``): several products may share a photo.
-    """
-
-    file = models.CharField(max_length=255, primary_key=True)
-    embedding = HalfVectorField(dimensions=FEATURE_DIM)
-    latent = HalfVectorField(dimensions=CODE_BITS, null=True)
-    code = BitField(length=CODE_BITS, null=True)
-    layer = models.ForeignKey(CodeLayer, null=True, on_delete=models.SET_NULL, related_name="+")
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        indexes = [
-            HnswIndex(name="photofeature_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64,
-                      opclasses=["halfvec_cosine_ops"]),
-            HnswIndex(name="photofeature_latent_hnsw", fields=["latent"], m=16, ef_construction=64,
-                      opclasses=["halfvec_l2_ops"]),
-            HnswIndex(name="photofeature_code_hnsw", fields=["code"], m=16, ef_construction=64,
-                      opclasses=["bit_hamming_ops"]),
-        ]
-
-    def __str__(self) -> str:
-        return self.file
+    @classmethod
+    def current(cls) -> int:
+        """The catalogue's version now (one indexed read)."""
+        version = cls.objects.filter(pk=1).values_list("version", flat=True).first()
+        if version is None:  # the row was flushed (a test database reset): start counting again
+            cls.objects.get_or_create(pk=1)
+            return 0
+        return version
 
 
 # ------------------------------------------------------------------ queued indexing work

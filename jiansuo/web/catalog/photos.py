@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from PIL import Image
 
+from jiansuo.atomic import atomic_write
 from jiansuo.images import ImageError, load_image
 
 #: Stored product photos are at most this many pixels on their longer side.
@@ -75,7 +75,7 @@ def store_product_photo(data: bytes) -> StoredPhoto:
             pass  # damaged on disk: write it again below
     img = load_image(data)
     encoded = encode_jpeg(img)
-    _atomic_write(full, encoded)
+    atomic_write(full, encoded)
     with Image.open(io.BytesIO(encoded)) as stored:
         width, height = stored.size
     return StoredPhoto(rel, digest, width, height)
@@ -94,9 +94,24 @@ def delete_product_photo(file: str) -> None:
 def save_query_photo(img: Image.Image) -> str:
     """Store a decoded query photo privately; returns the random token that names it."""
     token = secrets.token_hex(16)
-    _atomic_write(_query_dir() / f"{token}.jpg", encode_jpeg(img, QUERY_MAX_SIDE))
+    atomic_write(_query_dir() / f"{token}.jpg", encode_jpeg(img, QUERY_MAX_SIDE))
     _purge_old_queries()
     return token
+
+
+def save_query_vector(token: str, vector: np.ndarray) -> None:
+    """Keep the query's vector beside its photo, so its results never need the photo embedded again."""
+    atomic_write(_query_dir() / f"{token}.npy", lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32)))
+
+
+def query_vector(token: str) -> np.ndarray | None:
+    """The vector saved with the query photo ``token``, or None (malformed or expired token)."""
+    if not _TOKEN.match(token or ""):
+        return None
+    try:
+        return np.load(_query_dir() / f"{token}.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
 
 
 def query_photo_path(token: str) -> Path | None:
@@ -119,7 +134,7 @@ def _purge_old_queries() -> None:
         return
     _last_purge = now
     cutoff = now - settings.JIANSUO_QUERY_TTL_SECONDS
-    for f in _query_dir().glob("*.jpg"):
+    for f in _query_dir().iterdir() if _query_dir().is_dir() else ():
         try:
             if f.stat().st_mtime < cutoff:
                 f.unlink()
@@ -130,20 +145,7 @@ def _purge_old_queries() -> None:
 _last_purge = 0.0
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 __all__ = [
     "ImageError", "StoredPhoto", "delete_product_photo", "encode_jpeg", "product_photo_path",
-    "query_photo_path", "save_query_photo", "store_product_photo",
+    "query_photo_path", "query_vector", "save_query_photo", "save_query_vector", "store_product_photo",
 ]

@@ -1,8 +1,8 @@
-"""Which tables a database gets: the pgvector tables exist on PostgreSQL only.
+"""Which tables a database gets: the historical pgvector models (migration 0002) exist on PostgreSQL only.
 
-With SQLite the search index is the core's index folder, so migrations skip the models whose
-columns are pgvector types (they could not be created there). Everything else is the same on
-every database.
+Migration 0002 created PhotoFeature and CodeLayer (pgvector column types) on PostgreSQL only, and
+0003 drops them again, there only; the vectors now live in the core's store. Everything else is the
+same on every database.
 """
 
 from __future__ import annotations

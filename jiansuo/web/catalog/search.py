@@ -1,14 +1,19 @@
-"""The search backend: the one place the site embeds images and searches the catalogue.
+"""The site's searches: the catalogue's photo vectors (a core :class:`~jiansuo.search.VectorStore`) seen as products.
 
-Views, the API, the admin, the import command and the indexing workers only call
-:func:`get_backend` and the methods of :class:`SearchBackend`. The database chooses the backend:
+The store holds one vector per photo file; products are the site's own. Two things only the site
+knows are written here, once each: which photos a search may return (the category and price
+filters, :func:`allowed_photos`) and how photo hits become product hits (:func:`products_for`).
+Everything else is the core's, so the site and the CLI search the same way: the store runs the
+search (``auto``: exact for a small catalogue, its ANN index for a large one), and a query photo is
+embedded by :func:`jiansuo.pipeline.embed_query`.
 
-- SQLite (the embedded default): :class:`IndexBackend`, the core's on-disk
-  :class:`jiansuo.index.Index` (vectors in files, filters applied as a mask from the database);
-- PostgreSQL: :class:`~jiansuo.web.catalog.pgsearch.PgVectorBackend`, vectors and hash codes in a
-  pgvector table, where a search is one SQL query that also applies the filters.
+The database chooses the store: with PostgreSQL the vectors live in a pgvector table of the same
+database (:class:`~jiansuo.search.pgvector.PgVectorStore`, shared by every web process and indexing
+worker on every machine, filters applied inside the search's SQL); with any other database, in the
+index folder at ``JIANSUO_INDEX_PATH`` (:class:`~jiansuo.search.folder.FolderStore`, filters applied
+as a row mask kept in memory per catalogue version).
 
-The model is loaded once per process (:func:`jiansuo.features.cached_extractor`), not per request.
+The model and the store are opened once per process, not per request.
 """
 
 from __future__ import annotations
@@ -16,22 +21,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connection
-from django.db.models import Q, QuerySet
-from PIL import Image
+from django.db.models import Q
 
 from jiansuo.features import Extractor, cached_extractor
-from jiansuo.index import Index, ItemInfo
-from jiansuo.pipeline import embed_files
-from jiansuo.search import search_index
+from jiansuo.pipeline import embed_query
+from jiansuo.search import Allowed, Hit, SqlRows, VectorStore
 
-from .models import Product, ProductImage
+from .models import CatalogVersion, Product, ProductImage
 
 # SQLite accepts a limited number of parameters per query: look photos up in chunks.
 _CHUNK = 500
@@ -56,10 +57,6 @@ class Filters:
             cond &= Q(**{f"{prefix}price__lte": self.max_price})
         return cond
 
-    def apply(self, products: QuerySet[Product]) -> QuerySet[Product]:
-        """``products`` restricted to these filters."""
-        return products.filter(self.q())
-
     @property
     def active(self) -> bool:
         return bool(self.category) or self.min_price is not None or self.max_price is not None
@@ -74,185 +71,186 @@ class ProductHit:
     image: str
 
 
-class SearchBackend:
-    """What every backend does; subclasses store the vectors and search them.
+# ------------------------------------------------------------------ the model and the store, once per process
 
-    Photo ids are paths under MEDIA_ROOT (``ProductImage.file``).
+_lock = threading.Lock()
+_store: VectorStore | None = None
+
+
+def get_extractor() -> Extractor:
+    """The site's feature extractor (``JIANSUO_MODEL``), loaded once per process."""
+    return cached_extractor(settings.JIANSUO_MODEL, weights=settings.JIANSUO_MODEL_WEIGHTS)
+
+
+def get_store() -> VectorStore:
+    """The catalogue's vector store, opened (and created if missing) on first use.
+
+    Raises :class:`jiansuo.index.IndexError_` when it holds vectors of another model or preprocessing
+    (``sync_index --rebuild`` re-embeds the catalogue).
     """
-
-    def __init__(self, model: str, weights: str | None = None):
-        self.extractor: Extractor = cached_extractor(model, weights=weights)
-
-    # -------------------------------------------------------------- embedding
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Feature vectors (n, dim) of decoded RGB images."""
-        return self.extractor.embed_images(list(images))
-
-    def embed_files(self, files: Sequence[tuple[Path, str]], *, progress: bool = False,
-                    skipped: list[tuple[str, str]] | None = None) -> Iterator[tuple[list[ItemInfo], np.ndarray]]:
-        """Batches of (infos, vectors) for (path, photo id) pairs, decoding in parallel with inference."""
-        return embed_files(self.extractor, files, progress=progress, skipped=skipped)
-
-    # -------------------------------------------------------------- the stored vectors
-
-    def add(self, infos: Sequence[ItemInfo], vectors: np.ndarray) -> None:
-        """Store the vectors of these photos (replacing any stored under the same ids)."""
-        raise NotImplementedError
-
-    def remove(self, photo_ids: Iterable[str]) -> int:
-        """Forget these photos; returns how many were stored."""
-        raise NotImplementedError
-
-    def photo_ids(self) -> set[str]:
-        """Ids of every photo that has a stored vector."""
-        raise NotImplementedError
-
-    def indexed(self, photo_ids: Iterable[str]) -> set[str]:
-        """Those of ``photo_ids`` that have a stored vector."""
-        raise NotImplementedError
-
-    def vector_of(self, photo_id: str) -> np.ndarray | None:
-        """The stored vector of one photo, or None when it has none (yet)."""
-        raise NotImplementedError
-
-    def maintain(self) -> None:
-        """Bring derived data up to date (called by a full ``sync_index``); nothing by default."""
-
-    def close(self) -> None:
-        """Release what the backend holds open."""
-
-    # -------------------------------------------------------------- searching
-
-    def search(self, vector: np.ndarray, k: int, filters: Filters = Filters(), *,
-               exclude: Product | None = None) -> list[ProductHit]:
-        """The ``k`` products most similar to ``vector`` among those matching ``filters``, best first.
-
-        A product with several photos counts once, with its best photo's score.
-        """
-        raise NotImplementedError
-
-    def similar(self, product: Product, k: int, filters: Filters = Filters()) -> tuple[list[ProductHit], bool]:
-        """(hits, indexed): products that look like ``product`` (itself excluded), by its first
-        indexed photo; ``indexed`` is False while none of its photos has a vector."""
-        for image in product.images.all():
-            vector = self.vector_of(image.file)
-            if vector is not None:
-                return self.search(vector, k, filters, exclude=product), True
-        return [], False
+    global _store
+    with _lock:
+        if _store is None:
+            _store = open_site_store(get_extractor().describe())
+        return _store
 
 
-class IndexBackend(SearchBackend):
-    """Embedded backend: the core index folder at ``settings.JIANSUO_INDEX_PATH``.
+def open_site_store(model: dict, *, check: bool = True) -> VectorStore:
+    """A new handle on the site's store (see :func:`get_store`), created for ``model`` when missing."""
+    if connection.vendor == "postgresql":
+        from jiansuo.search.pgvector import PgVectorStore
 
-    Several processes may write it (the index has a cross-process write lock), but only on one
-    machine: for indexing spread over machines, use PostgreSQL.
-    """
+        return PgVectorStore.open(_django_connection, model=model, table=settings.JIANSUO_PG_TABLE, check=check)
+    from jiansuo.search.folder import FolderStore
 
-    def __init__(self, index_path: str | Path, model: str, weights: str | None = None):
-        super().__init__(model, weights)
-        self.index = Index.open_or_create(index_path, self.extractor.describe())
-
-    def add(self, infos: Sequence[ItemInfo], vectors: np.ndarray) -> None:
-        self.index.add(vectors, infos)
-
-    def remove(self, photo_ids: Iterable[str]) -> int:
-        return self.index.remove(photo_ids)
-
-    def photo_ids(self) -> set[str]:
-        return set(self.index.items())
-
-    def indexed(self, photo_ids: Iterable[str]) -> set[str]:
-        return {pid for pid in photo_ids if pid in self.index}
-
-    def vector_of(self, photo_id: str) -> np.ndarray | None:
-        if photo_id not in self.index:
-            return None
-        return self.index.get_vectors([photo_id])[0]
-
-    def close(self) -> None:
-        self.index.close()
-
-    def search(self, vector: np.ndarray, k: int, filters: Filters = Filters(), *,
-               exclude: Product | None = None) -> list[ProductHit]:
-        products = filters.apply(Product.objects.all())
-        if exclude is not None:
-            products = products.exclude(pk=exclude.pk)
-        ids, _matrix = self.index.vectors()
-        if not ids or k <= 0:
-            return []
-        allowed = None
-        if filters.active or exclude is not None:
-            keep = set(ProductImage.objects.filter(product__in=products).values_list("file", flat=True))
-            allowed = np.fromiter((i in keep for i in ids), dtype=bool, count=len(ids))
-            if not allowed.any():
-                return []
-        searchable = int(allowed.sum()) if allowed is not None else len(ids)
-        # Several photos may belong to one product (and one photo to several products), so ask
-        # for more photos than products and widen until there are enough or nothing is left.
-        want = min(searchable, 2 * k + 8)
-        while True:
-            result = search_index(self.index, np.asarray(vector, dtype=np.float32)[None, :], k=want,
-                                  allowed=allowed)[0]
-            hits = _products_for(result.hits, products)
-            if len(hits) >= k or want >= searchable:
-                return hits[:k]
-            want = min(searchable, want * 4)
+    return FolderStore.open(settings.JIANSUO_INDEX_PATH, model=model, check=check)
 
 
-def _products_for(photo_hits, products: QuerySet[Product]) -> list[ProductHit]:
-    """Turn photo hits (best first) into product hits, one per product, best first."""
-    score_of = {h.id: h.score for h in photo_hits}
-    rows: list[ProductImage] = []
-    keys = list(score_of)
-    for start in range(0, len(keys), _CHUNK):
-        rows.extend(ProductImage.objects.filter(file__in=keys[start:start + _CHUNK], product__in=products)
-                    .select_related("product"))
-    best: dict[int, ProductHit] = {}
-    for row in rows:
-        score = score_of[row.file]
-        current = best.get(row.product_id)
-        if current is None or score > current.score:
-            best[row.product_id] = ProductHit(row.product, score, row.file)
-    return sorted(best.values(), key=lambda h: (-h.score, h.product.item_id))
+def reset_store() -> None:
+    """Forget the process's store (the next call opens it again)."""
+    global _store
+    with _lock:
+        if _store is not None:
+            _store.close()
+        _store = None
+        _filter_tables.clear()
 
 
-# ------------------------------------------------------------------ one backend per process
-
-_backend: SearchBackend | None = None
-_backend_lock = threading.Lock()
-
-
-def get_backend() -> SearchBackend:
-    """The process's search backend, created on first use (loads the model, opens the index).
-
-    PostgreSQL gets the pgvector backend; any other database the embedded index folder.
-    """
-    global _backend
-    with _backend_lock:
-        if _backend is None:
-            if connection.vendor == "postgresql":
-                from .pgsearch import PgVectorBackend
-
-                _backend = PgVectorBackend(settings.JIANSUO_MODEL, settings.JIANSUO_MODEL_WEIGHTS)
-            else:
-                _backend = IndexBackend(settings.JIANSUO_INDEX_PATH, settings.JIANSUO_MODEL,
-                                        settings.JIANSUO_MODEL_WEIGHTS)
-        return _backend
-
-
-def reset_backend() -> None:
-    """Forget the process's backend (the next call creates it again)."""
-    global _backend
-    with _backend_lock:
-        if _backend is not None:
-            _backend.close()
-        _backend = None
+def _django_connection():
+    """This thread's live psycopg connection, so the store takes part in Django's transactions."""
+    connection.ensure_connection()
+    return connection.connection
 
 
 def _on_setting_changed(setting: str, **_kwargs) -> None:
-    if setting in ("JIANSUO_INDEX_PATH", "JIANSUO_MODEL", "JIANSUO_MODEL_WEIGHTS"):
-        reset_backend()
+    if setting in ("JIANSUO_INDEX_PATH", "JIANSUO_MODEL", "JIANSUO_MODEL_WEIGHTS", "JIANSUO_PG_TABLE"):
+        reset_store()
 
 
 setting_changed.connect(_on_setting_changed)
+
+
+def embed(source) -> np.ndarray:
+    """The feature vector of one query photo (bytes, a path or a decoded image), as the CLI computes it."""
+    return embed_query(get_extractor(), source)
+
+
+# ------------------------------------------------------------------ searching
+
+
+def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
+                    exclude: Product | None = None) -> list[ProductHit]:
+    """The ``k`` products most similar to ``vector`` among those matching ``filters``, best first.
+
+    A product with several photos counts once, with its best photo's score.
+    """
+    if k <= 0:
+        return []
+    store = get_store()
+    allowed = allowed_photos(store, filters, exclude)
+    options = {name: value for name, value in (("ef", settings.JIANSUO_SEARCH_EF),
+                                                ("candidates", settings.JIANSUO_SEARCH_CANDIDATES)) if value}
+    query = np.asarray(vector, dtype=np.float32)[None, :]
+    # Several photos may belong to one product (and one photo to several products): ask for more
+    # photos than products, and more again while the photos found name too few products.
+    want = 2 * k + 8
+    while True:
+        result = store.search(query, want, mode=settings.JIANSUO_SEARCH_MODE, allowed=allowed, **options)[0]
+        hits = products_for(result.hits, filters, exclude)
+        if len(hits) >= k or len(result.hits) < want:
+            return hits[:k]
+        want *= 4
+
+
+def similar_products(product: Product, k: int, filters: Filters = Filters()) -> tuple[list[ProductHit], bool]:
+    """(hits, indexed): products that look like ``product`` (itself excluded), by its first indexed
+    photo; ``indexed`` is False while none of its photos has a vector yet."""
+    store = get_store()
+    files = [image.file for image in product.images.all()]
+    indexed = store.contains(files)
+    for file in files:
+        if file in indexed:
+            return search_products(store.get([file])[0], k, filters, exclude=product), True
+    return [], False
+
+
+def products_for(photo_hits: list[Hit], filters: Filters = Filters(), exclude: Product | None = None) -> list[ProductHit]:
+    """Photo hits (best first) as product hits: one per product matching ``filters``, best first."""
+    score_of = {h.id: h.score for h in photo_hits}
+    keys = list(score_of)
+    photos = ProductImage.objects.filter(filters.q("product__")).select_related("product")
+    if exclude is not None:
+        photos = photos.exclude(product=exclude)
+    best: dict[int, ProductHit] = {}
+    for start in range(0, len(keys), _CHUNK):
+        for row in photos.filter(file__in=keys[start:start + _CHUNK]):
+            score = score_of[row.file]
+            current = best.get(row.product_id)
+            if current is None or score > current.score:
+                best[row.product_id] = ProductHit(row.product, score, row.file)
+    return sorted(best.values(), key=lambda h: (-h.score, h.product.item_id))
+
+
+def allowed_photos(store: VectorStore, filters: Filters = Filters(), exclude: Product | None = None) -> Allowed:
+    """The photos a search restricted by ``filters`` (and not returning ``exclude``) may find, in the
+    form ``store`` takes: None (every photo), SQL run inside a PostgreSQL search, or a row mask.
+
+    The mask comes from a table of every (photo, product) pair kept in memory until the catalogue
+    or the store changes, so a filtered search scans no database table.
+    """
+    if not filters.active and exclude is None:
+        return None
+    if store.kind == "pgvector":
+        photos = ProductImage.objects.filter(filters.q("product__"))
+        if exclude is not None:
+            photos = photos.exclude(product=exclude)
+        sql, params = photos.order_by().values("file").query.sql_with_params()
+        return SqlRows(sql, tuple(params))
+    return _filter_table(store).mask(filters, exclude)
+
+
+class _FilterTable:
+    """Every (photo row, product) pair with the product's category and price, for one catalogue version."""
+
+    def __init__(self, store: VectorStore):
+        pos = {pid: n for n, pid in enumerate(store.ids())}
+        rows = [(pos[f], p, c, int(price * 100)) for f, p, c, price in
+                ProductImage.objects.values_list("file", "product_id", "product__category", "product__price")
+                if f in pos]
+        self.size = len(pos)
+        self.categories = {c: n for n, c in enumerate(sorted({r[2] for r in rows}))}
+        self.row = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        self.product = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        self.category = np.fromiter((self.categories[r[2]] for r in rows), np.int32, len(rows))
+        self.cents = np.fromiter((r[3] for r in rows), np.int64, len(rows))
+
+    def mask(self, filters: Filters, exclude: Product | None) -> np.ndarray:
+        keep = np.ones(len(self.row), dtype=bool)
+        if filters.category:
+            keep &= self.category == self.categories.get(filters.category, -1)
+        if filters.min_price is not None:
+            keep &= self.cents >= int(filters.min_price * 100)
+        if filters.max_price is not None:
+            keep &= self.cents <= int(filters.max_price * 100)
+        if exclude is not None:
+            keep &= self.product != exclude.pk
+        mask = np.zeros(self.size, dtype=bool)
+        mask[self.row[keep]] = True
+        return mask
+
+
+_filter_tables: dict[tuple, _FilterTable] = {}
+
+
+def _filter_table(store: VectorStore) -> _FilterTable:
+    # The store's generation moves with every vector change, the catalogue version (kept by database
+    # triggers) with every product or photo change, from any process.
+    key = (store.location, store.generation, CatalogVersion.current())
+    with _lock:
+        table = _filter_tables.get(key)
+    if table is None:
+        table = _FilterTable(store)
+        with _lock:
+            _filter_tables.clear()
+            _filter_tables[key] = table
+    return table

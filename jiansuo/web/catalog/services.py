@@ -1,9 +1,9 @@
 """Changing the catalogue and keeping the search index in step with it, from one place.
 
 The admin, the import command and the API call these functions; nothing else writes to the
-index. The index is reconciled by photo id (a photo's path under MEDIA_ROOT, named by the hash
-of its content, so a photo id never changes meaning): a photo some product refers to must have
-a vector, a photo no product refers to must not (and its file is deleted).
+vector store. The store is reconciled by photo id (a photo's path under MEDIA_ROOT, named by the
+hash of its content, so a photo id never changes meaning): a photo some product refers to must
+have a vector, a photo no product refers to must not (and its file is deleted).
 
 :func:`index_photos` is the embedding work itself. With a broker configured, :func:`sync_index`
 queues it as tasks for the workers (:mod:`.jobs`) instead of running it in this process; removals
@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
+from jiansuo.pipeline import add_files
+
 from . import jobs
 from .models import IndexJob, Product, ProductImage, files_among
 from .photos import delete_product_photo
-from .search import get_backend
+from .search import get_extractor, get_store, open_site_store, reset_store
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +52,11 @@ def index_photos(photo_ids: Iterable[str], *, progress: bool = False) -> SyncRep
 
     Photos whose files cannot be read or decoded are reported in ``failed`` and left unindexed.
     """
-    backend = get_backend()
     media = Path(settings.MEDIA_ROOT)
     files = [(media / pid, pid) for pid in sorted(set(photo_ids))]
     report = SyncReport()
-    infos_buf, vectors_buf = [], []
-
-    def commit() -> None:
-        if infos_buf:
-            backend.add(infos_buf, np.concatenate(vectors_buf))
-            report.added += len(infos_buf)
-            infos_buf.clear()
-            vectors_buf.clear()
-
-    for infos, vectors in backend.embed_files(files, progress=progress, skipped=report.failed):
-        infos_buf.extend(infos)
-        vectors_buf.append(vectors)
-        if len(infos_buf) >= _COMMIT_EVERY:
-            commit()
-    commit()
+    report.added = add_files(get_store(), files, get_extractor(), commit_every=_COMMIT_EVERY, progress=progress,
+                             skipped=report.failed)
     for pid, reason in report.failed:
         log.warning("cannot index photo %s: %s", pid, reason)
     return report
@@ -82,19 +69,19 @@ def sync_index(photo_ids: Iterable[str] | None = None, *, progress: bool = False
     Photos to embed are embedded now, or, with a broker configured, queued for the workers as
     tasks of ``job`` (a new job named ``label`` when None).
     """
-    backend = get_backend()
+    store = get_store()
     if photo_ids is None:
-        indexed = backend.photo_ids()
+        indexed = set(store.ids())
         referenced_now = set(ProductImage.objects.values_list("file", flat=True))
         candidates = referenced_now | indexed
-        backend.maintain()
+        store.maintain(progress=progress)
     else:
         candidates = set(photo_ids)
-        indexed = backend.indexed(candidates)
+        indexed = store.contains(candidates)
         referenced_now = referenced(candidates)
     unreferenced = candidates - referenced_now
     report = SyncReport()
-    report.removed = backend.remove(unreferenced & indexed)
+    report.removed = store.remove(unreferenced & indexed)
     for pid in unreferenced:
         if pid.startswith("products/"):
             delete_product_photo(pid)
@@ -110,6 +97,17 @@ def sync_index(photo_ids: Iterable[str] | None = None, *, progress: bool = False
         added = index_photos(missing, progress=progress)
         report.added, report.failed = added.added, added.failed
     return report
+
+
+def rebuild_store() -> int:
+    """Empty the vector store for the site's current model (refusing nothing); returns how many vectors
+    were forgotten. A full :func:`sync_index` then embeds every photo again."""
+    model = get_extractor().describe()
+    reset_store()
+    with open_site_store(model, check=False) as store:
+        forgotten = store.reset(model)
+    reset_store()
+    return forgotten
 
 
 def delete_products(products: QuerySet[Product]) -> int:

@@ -19,12 +19,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jiansuo.images import load_image
-
-from .forms import FilterForm, PhotoSearchForm
+from .forms import FilterForm, PhotoSearchForm, photo_vector
 from .models import Product
-from .photos import query_photo_path, save_query_photo
-from .search import get_backend
+from .photos import query_photo_path, query_vector, save_query_photo, save_query_vector
+from .search import search_products, similar_products
 
 # How many query tokens a session remembers (older searches fall out of its history).
 _SESSION_QUERIES = 20
@@ -55,9 +53,10 @@ def home(request: HttpRequest) -> HttpResponse:
             return redirect_to_login(request.get_full_path())
         form = PhotoSearchForm(request.POST, request.FILES)
         if form.is_valid():
-            img = form.cleaned_data["image"]
-            token = save_query_photo(img)
-            _remember_query(request, token, get_backend().embed_images([img])[0])
+            token = save_query_photo(form.cleaned_data["image"])
+            vector = photo_vector(form.photo_bytes)
+            save_query_vector(token, vector)
+            _remember_query(request, token, vector)
             params = {k: v for k, v in form.cleaned_data.items() if k != "image" and v not in (None, "")}
             url = redirect("catalog:results", token=token).url
             return redirect(f"{url}?{urlencode(params)}" if params else url)
@@ -76,7 +75,7 @@ def results(request: HttpRequest, token: str) -> HttpResponse:
     vector = _query_vector(request, token)
     form = FilterForm(request.GET or None)
     filters = form.filters()
-    hits = get_backend().search(vector, settings.JIANSUO_RESULTS, filters)
+    hits = search_products(vector, settings.JIANSUO_RESULTS, filters)
     return render(request, "catalog/results.html", {
         "token": token, "form": form, "hits": hits, "filtered": filters.active,
         "upload_form": PhotoSearchForm(initial=request.GET),
@@ -101,7 +100,7 @@ def query_image(request: HttpRequest, token: str) -> FileResponse:
 def product(request: HttpRequest, item_id: str) -> HttpResponse:
     """One product, its photos, and the products that look most like it."""
     item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
-    similar, indexed = get_backend().similar(item, settings.JIANSUO_RESULTS // 2)
+    similar, indexed = similar_products(item, settings.JIANSUO_RESULTS // 2)
     return render(request, "catalog/product.html", {"product": item, "similar": similar, "indexed": indexed})
 
 
@@ -119,14 +118,14 @@ def _remember_query(request: HttpRequest, token: str, vector: np.ndarray) -> Non
 
 
 def _query_vector(request: HttpRequest, token: str) -> np.ndarray:
-    """The query's vector: cached, or embedded again from the stored photo. 404 for others' tokens."""
+    """The query's vector, computed once at upload: from the cache, else from its saved file. 404 for
+    others' tokens and expired ones."""
     if token not in request.session.get("queries", []):
         raise Http404
     vector = cache.get(_cache_key(token))
     if vector is None:
-        path = query_photo_path(token)
-        if path is None:
+        vector = query_vector(token)
+        if vector is None:
             raise Http404
-        vector = get_backend().embed_images([load_image(path)])[0]
         cache.set(_cache_key(token), vector, settings.JIANSUO_QUERY_TTL_SECONDS)
     return vector

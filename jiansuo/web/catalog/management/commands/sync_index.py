@@ -20,9 +20,15 @@ class Command(BaseCommand):
         parser.add_argument("--requeue", action="store_true",
                             help="send again the tasks still pending after the broker's visibility timeout "
                                  "(their messages were lost, e.g. the broker restarted without its data)")
+        parser.add_argument("--rebuild", action="store_true",
+                            help="forget every stored vector and embed every photo again (after a change of "
+                                 "model or of how images are prepared, which the store refuses to mix)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, **opts):
+        if opts["rebuild"]:
+            forgotten = services.rebuild_store()
+            self.stdout.write(f"forgot {forgotten} vectors; embedding the catalogue again")
         if opts["requeue"] and jobs.queue_enabled():
             timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
             self.stdout.write(f"sent {jobs.requeue_unfinished(timeout)} pending task(s) again")
