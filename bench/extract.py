@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 from jiansuo.features import get_extractor  # noqa: E402
 from jiansuo.images import load_image  # noqa: E402
 from jiansuo.index import Index, ItemInfo  # noqa: E402
-from jiansuo.pipeline import add_files, embed_paths, sync_folder  # noqa: E402
-from jiansuo.search import search_index  # noqa: E402
+from jiansuo.pipeline import add_files, embed_query, sync_folder  # noqa: E402
+from jiansuo.search.folder import FolderStore  # noqa: E402
 from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -191,7 +191,7 @@ def inference_rate(extractor, paths: list[Path], batch: int = 32, min_seconds: f
 def run_indexing(extractor, folder: Path, index_path: Path) -> float:
     """A new index of ``folder``, end to end through :func:`sync_folder`; returns images/s."""
     with Index.create(index_path, extractor.describe()) as index:
-        report = sync_folder(index, folder, extractor, progress=False)
+        report = sync_folder(FolderStore(index), folder, extractor, progress=False)
     if report.skipped:
         raise RuntimeError(f"benchmark images were skipped: {report.skipped[:3]}")
     return report.rate
@@ -245,15 +245,15 @@ def query_latency(extractor, index_path: Path, query: Path, repeats: int) -> dic
     """Warm (model loaded, index open) and first-query timings for one image → JSON, in ms."""
     with Index.open(index_path) as index:
         t0 = time.perf_counter()
-        vec = embed_paths(extractor, [query])
-        json.dumps(_as_json(query, search_index(index, vec, 10)[0]))
+        vec = embed_query(extractor, query)[None]
+        json.dumps(_as_json(query, FolderStore(index).search(vec, 10)[0]))
         first = time.perf_counter() - t0
         embed, search = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            vec = embed_paths(extractor, [query])
+            vec = embed_query(extractor, query)[None]
             t1 = time.perf_counter()
-            out = json.dumps(_as_json(query, search_index(index, vec, 10)[0]))
+            out = json.dumps(_as_json(query, FolderStore(index).search(vec, 10)[0]))
             t2 = time.perf_counter()
             embed.append(t1 - t0)
             search.append(t2 - t1)
@@ -357,7 +357,7 @@ def run(args, workdir: Path) -> list[str]:
             base_feats.append(feats)
         for n in vgg_like:
             t0 = time.perf_counter()
-            added = add_files(indexes[n], chunk, extractors[n], progress=False)
+            added = add_files(FolderStore(indexes[n]), chunk, extractors[n], progress=False)
             seconds[n] += time.perf_counter() - t0
             if added != len(chunk):
                 raise RuntimeError(f"{n}: benchmark images were skipped")

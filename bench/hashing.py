@@ -6,7 +6,7 @@
 1. **Fashion-MNIST protocol** (as in the hashing literature): the 60,000 training photos are the
    catalogue (and the training set for supervised codes), 1,000 test photos (100 per class, a fixed
    seeded sample) are the queries, relevant = same class. Every row is measured through the product's
-   own path: an index folder holding the real EfficientNet-Lite0 features, ``search_index`` with
+   own path: an index folder holding the real EfficientNet-Lite0 features, ``FolderStore.search`` with
    ``mode="exact"`` or ``mode="hash"`` and the layer stored in the index. Features are embedded once
    (with a progress bar, about 7 minutes on a quiet 2-core machine) and cached as .npy in
    $JIANSUO_BENCH_CACHE (default /tmp/jiansuo-bench); trained layers are cached there too
@@ -109,8 +109,7 @@ def protocol(args) -> tuple[list[str], dict]:
     from jiansuo.hashing.store import index_codes, save_layer
     from jiansuo.hashing.train import train_supervised
     from jiansuo.index import Index, ItemInfo
-    from jiansuo.search import hashing  # noqa: F401  (registers the hash mode)
-    from jiansuo.search import search_index
+    from jiansuo.search.folder import FolderStore
 
     xtr, ytr = fashion_features("train")
     xte, yte = fashion_features("test")
@@ -139,7 +138,7 @@ def protocol(args) -> tuple[list[str], dict]:
 
     def measure(name: str, mode: str, options: dict, reference=None, map_k: int = 1000):
         def run(queries, k):
-            return search_index(index, queries, k, mode=mode, **options)
+            return FolderStore(index).search(queries, k, mode=mode, **options)
 
         start = time.perf_counter()
         out = evaluate_search(run, xq, yq, label_of, map_k=map_k, k=10, reference=reference, mode=name,
@@ -149,7 +148,7 @@ def protocol(args) -> tuple[list[str], dict]:
 
     def exhaustive(k: int) -> tuple[float, list[list[str]]]:
         """mAP@k and top-10 ids of the current layer's re-rank space searched exhaustively (untimed)."""
-        results = search_index(index, xq, k, mode="hash", candidates=len(ids))
+        results = FolderStore(index).search(xq, k, mode="hash", candidates=len(ids))
         ranked = [[h.id for h in r.hits] for r in results]
         rels = relevance([[label_of(i) for i in row] for row in ranked], yq)
         return mean_average_precision(rels, k), [row[:10] for row in ranked]

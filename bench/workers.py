@@ -43,8 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DB_NAME = "jiansuo_bench_workers"
-TABLES = ("catalog_productimage", "catalog_product", "catalog_photofeature", "catalog_indextask",
-          "catalog_indexjob", "catalog_codelayer")
+TABLES = ("catalog_productimage", "catalog_product", "catalog_indextask", "catalog_indexjob")
 
 
 def scratch_database(server_url: str) -> str:
@@ -104,13 +103,12 @@ class SearchProbe(threading.Thread):
     def run(self) -> None:
         from django.db import connection
 
-        from jiansuo.web.catalog.search import get_backend
+        from jiansuo.web.catalog.search import search_products
 
-        backend = get_backend()
         while not self.halt.is_set():
             t = time.perf_counter()
             try:
-                backend.search(self.vector, 24)
+                search_products(self.vector, 24)
                 self.latencies.append(1000 * (time.perf_counter() - t))
             except Exception:  # noqa: BLE001 (a failed search is what the probe counts)
                 self.errors += 1
@@ -121,8 +119,11 @@ class SearchProbe(threading.Thread):
 def run_import(label: str, workers: int, args, work: Path, db_url: str, csv: Path, vector) -> dict:
     from django.db import connection
 
+    from jiansuo.web.catalog.search import get_store
+
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    get_store().remove(get_store().ids())
     connection.close()
     import shutil
 
@@ -151,9 +152,9 @@ def run_import(label: str, workers: int, args, work: Path, db_url: str, csv: Pat
         probe.join()
         for p in procs:
             stop(p)
-    from jiansuo.web.catalog.models import PhotoFeature
+    from jiansuo.web.catalog.search import get_store
 
-    stored = PhotoFeature.objects.count()
+    stored = len(get_store())
     lat = sorted(probe.latencies)
     return {"label": label, "workers": workers, "seconds": total, "rows_in": rows_in or total, "stored": stored,
             "rate": stored / total, "searches": len(lat), "search_errors": probe.errors,
@@ -198,9 +199,9 @@ def main() -> None:
 
         django.setup()
         from jiansuo.features import cached_extractor
-        from jiansuo.images import load_image
+        from jiansuo.pipeline import embed_query
 
-        vector = cached_extractor("efficientnet-lite0").embed_images([load_image(paths[0])])[0]
+        vector = embed_query(cached_extractor("efficientnet-lite0"), paths[0])
         rows = []
         for label, workers in (("in-process (no broker)", 0), ("1 Celery worker", 1), ("2 Celery workers", 2)):
             print(f"importing: {label}...", file=sys.stderr)

@@ -8,6 +8,7 @@ JIANSUO_THREADS            threads per ONNX Runtime session (0: one per core)   
 JIANSUO_MAX_PIXELS         largest image decoded, in pixels (bigger: a decompression bomb)  64,000,000
 JIANSUO_ANN_THRESHOLD      ``--mode auto`` searches the ANN graph from this many images     see :mod:`jiansuo.search.auto`
 JIANSUO_VGG16_WEIGHTS      the VGG16 weights file (Keras ``.h5`` or torchvision ``.pth``)   none
+JIANSUO_PG_TABLE           the vector table of a PostgreSQL store (``--index postgresql://…``)  ``jiansuo_vectors``
 JIANSUO_FASHION_MNIST      Fashion-MNIST folder (Debian's ``dataset-fashion-mnist``)        ``/usr/share/datasets/fashion-mnist``
 =========================  ===============================================================  ==========================
 
@@ -65,6 +66,11 @@ def ann_threshold() -> int | None:
 def vgg16_weights() -> str | None:
     """$JIANSUO_VGG16_WEIGHTS, the VGG16 weights file, or None."""
     return os.environ.get("JIANSUO_VGG16_WEIGHTS", "").strip() or None
+
+
+def pg_table() -> str:
+    """The table of a PostgreSQL vector store: $JIANSUO_PG_TABLE (the site reads the same variable)."""
+    return os.environ.get("JIANSUO_PG_TABLE", "").strip() or "jiansuo_vectors"
 
 
 def fashion_mnist_dir() -> Path:

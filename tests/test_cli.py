@@ -187,3 +187,45 @@ def test_export_h5_import_h5_round_trip(tmp_path, catalog, capsys):
         f["dataset_2"] = np.array([b"a.jpg", b"b.jpg"])
     code, _, err = run(capsys, "import-h5", tmp_path / "bad.h5", "--index", idx2, "--model", "efficientnet-lite0")
     assert code == 1 and "512-d" in err and len(Index.open(idx2)) == 12
+
+
+def test_a_bad_query_is_reported_and_the_others_are_answered(tmp_path, catalog, capsys):
+    idx = tmp_path / "c.idx"
+    run(capsys, "index", catalog, "--index", idx, "--no-progress")
+    good = tmp_path / "q.jpg"
+    real_photo("coffee").resize((300, 200)).save(good, quality=80)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a photo")
+    code, out, err = run(capsys, "search", good, bad, good, "--index", idx, "--json", "-k", "1")
+    assert code == 1 and "bad.jpg" in err
+    answers = json.loads(out)
+    assert [a["query"] for a in answers if "error" not in a] == [str(good), str(good)]
+    assert [a for a in answers if "error" in a] == [{"query": str(bad), "error": "not an image file (format not "
+                                                     "recognised)", "results": []}]
+    assert all(a["results"][0]["id"].endswith("coffee.png") for a in answers if "error" not in a)
+
+
+def _peak_rss_mib(argv: list[str]) -> float:
+    """Peak resident memory of ``jiansuo ARGV`` run in its own process (measured by a wrapper process)."""
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+               "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "jiansuo.cli", *argv],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip()) / 1024
+
+
+def test_many_queries_are_searched_in_bounded_memory(tmp_path, catalog, capsys):
+    idx = tmp_path / "c.idx"
+    run(capsys, "index", catalog, "--index", idx, "--no-progress")
+    qdir = tmp_path / "queries"
+    qdir.mkdir()
+    for n, name in enumerate(["astronaut", "coffee", "chelsea", "rocket"] * 5):
+        real_photo(name).rotate(n, expand=True, fillcolor="white").save(qdir / f"q{n:02d}.jpg", quality=85)
+    queries = sorted(str(p) for p in qdir.iterdir())
+    # 100 queries already fill the pipeline (a batch in the network, three decoded ahead); 600 must not
+    # need more. When every query was held at once, each cost ~9 MB.
+    some = _peak_rss_mib(["search", *(queries * 5), "--index", str(idx), "--json"])
+    many = _peak_rss_mib(["search", *(queries * 30), "--index", str(idx), "--json"])
+    assert many < 1024, many
+    assert many - some < 100, (some, many)

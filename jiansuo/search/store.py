@@ -25,6 +25,7 @@ from typing import Collection, Iterable, Sequence, Union
 
 import numpy as np
 
+from .. import config
 from ..index.store import IndexError_, ItemInfo
 from .base import Result
 
@@ -202,12 +203,13 @@ def open_store(location: str | os.PathLike, *, model: dict | None = None, dtype:
 
     With ``model`` (an extractor's ``describe()``), a missing store is created for it and an
     existing one is checked against it; without, the store must exist. ``dtype`` applies to a new
-    folder (PostgreSQL always stores float16 ``halfvec``).
+    folder (PostgreSQL always stores float16 ``halfvec``); ``table`` names a PostgreSQL store's table
+    (default ``$JIANSUO_PG_TABLE``, else ``jiansuo_vectors``).
     """
     if is_database_url(location):
-        from .pgvector import DEFAULT_TABLE, PgVectorStore
+        from .pgvector import PgVectorStore
 
-        return PgVectorStore.open(str(location), model=model, table=table or DEFAULT_TABLE)
+        return PgVectorStore.open(str(location), model=model, table=table or config.pg_table())
     from .folder import FolderStore
 
     return FolderStore.open(location, model=model, dtype=dtype)

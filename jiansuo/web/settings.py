@@ -17,8 +17,11 @@ JIANSUO_MODEL                  feature extractor of a new index (``efficientnet-
 JIANSUO_PUBLIC_SEARCH          1 lets visitors search without an account (0)
 JIANSUO_MAX_UPLOAD_MB          largest accepted upload, in MB (10)
 JIANSUO_HTTPS                  1 when served over HTTPS: secure cookies, HSTS, redirect (= not DEBUG)
-JIANSUO_SERVE_FILES            1 makes Django itself serve /static/ and /media/ (= DEBUG); in
-                               production a web server (nginx) serves them
+JIANSUO_SERVE_FILES            1 makes the site serve /media/ (product photos) itself (= DEBUG); in
+                               production a web server (nginx) serves them. /static/ is served by
+                               WhiteNoise from STATIC_ROOT (``serve`` collects it)
+JIANSUO_DRAIN_MAX_MB           an oversized upload is read and discarded up to this size before its
+                               413 answer, so the client is not cut off mid-send (64)
 JIANSUO_PROXY_SSL_HEADER       1 trusts X-Forwarded-Proto from a reverse proxy (0)
 JIANSUO_DEMO                   1 shows the "demo catalogue" banner (0)
 JIANSUO_EMAIL_HOST, _PORT,     SMTP server for password-reset mail; without a host, mail is
@@ -31,6 +34,9 @@ JIANSUO_SEARCH_EF              ANN beam width, the recall/speed knob (0: the sto
                                an index folder, 40 for PostgreSQL's ``hnsw.ef_search``)
 JIANSUO_SEARCH_CANDIDATES      candidates re-ranked by ann/hash/pca searches (0: the mode's default)
 JIANSUO_PG_TABLE               PostgreSQL: the vector store's table (``jiansuo_vectors``)
+JIANSUO_EMBED_BATCH            query photos a web process embeds in one network call when its
+                               request threads embed at the same time (8; 1: one at a time)
+JIANSUO_EMBED_WAIT_MS          how long a query photo waits for others to share its call (2)
 JIANSUO_BROKER_URL             Celery broker (e.g. ``redis://host:6379/0``); set, photos are embedded
                                by worker processes; unset, in the process that stores them
 JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
@@ -103,6 +109,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT (``serve`` collects them), compressed and cached, without DEBUG.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     # Before anything reads the request body (CSRF does), so an oversized upload is refused unread.
@@ -171,11 +179,16 @@ TIME_ZONE = _env("JIANSUO_TIME_ZONE", "Asia/Shanghai")
 STATIC_URL = "static/"
 STATICFILES_DIRS = [PACKAGE_DIR / "static"]
 STATIC_ROOT = Path(_env("JIANSUO_STATIC_ROOT", str(DATA_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(_env("JIANSUO_MEDIA_ROOT", str(DATA_DIR / "media")))
 JIANSUO_SERVE_FILES = _env_bool("JIANSUO_SERVE_FILES", DEBUG)
 
 JIANSUO_MAX_UPLOAD_BYTES = int(float(_env("JIANSUO_MAX_UPLOAD_MB", "10")) * 1024 * 1024)
+JIANSUO_DRAIN_MAX_BYTES = int(float(_env("JIANSUO_DRAIN_MAX_MB", "64")) * 1024 * 1024)
 # Uploads bigger than this go to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o644
@@ -198,7 +211,9 @@ if JIANSUO_SEARCH_MODE not in ("auto", "exact", "ann", "hash", "pca"):
     raise ImproperlyConfigured(f"JIANSUO_SEARCH_MODE must be auto, exact, ann, hash or pca, not {JIANSUO_SEARCH_MODE!r}")
 JIANSUO_SEARCH_EF = int(_env("JIANSUO_SEARCH_EF", "0"))
 JIANSUO_SEARCH_CANDIDATES = int(_env("JIANSUO_SEARCH_CANDIDATES", "0"))
-JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")
+JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")  # the CLI reads the same variable
+JIANSUO_EMBED_BATCH = int(_env("JIANSUO_EMBED_BATCH", "8"))
+JIANSUO_EMBED_WAIT_MS = float(_env("JIANSUO_EMBED_WAIT_MS", "2"))
 
 # ---------------------------------------------------------------- indexing workers (Celery)
 # Without a broker, photos are embedded in the process that stores them (the embedded default).

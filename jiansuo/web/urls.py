@@ -14,6 +14,12 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
 ]
 
+# JSON under /api/, the site's pages elsewhere (see jiansuo.web.api.errors).
+handler400 = "jiansuo.web.api.errors.bad_request"
+handler403 = "jiansuo.web.api.errors.permission_denied"
+handler404 = "jiansuo.web.api.errors.page_not_found"
+handler500 = "jiansuo.web.api.errors.server_error"
+
 
 
 def _media(request, path: str):

@@ -18,6 +18,8 @@ import tempfile
 import pytest
 
 _DATA_DIR = tempfile.mkdtemp(prefix="jiansuo-web-tests-")
+# STATIC_ROOT, which WhiteNoise watches (empty: the pages' static files come from the app folders).
+os.makedirs(os.path.join(_DATA_DIR, "static"))
 os.environ.update({
     "DJANGO_SETTINGS_MODULE": "jiansuo.web.settings",
     "JIANSUO_DATA_DIR": _DATA_DIR,

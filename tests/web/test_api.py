@@ -160,4 +160,46 @@ class ApiTests(CatalogTestCase):
         self.assertTrue({"200", "400", "401", "413"} <= set(search["responses"]))
 
 
+    def multipart(self, parts: list[tuple[str, str | None, bytes]], boundary: str = "jiansuo-test-boundary") -> bytes:
+        """A multipart/form-data body of (field name, file name or None, content) parts."""
+        out = []
+        for name, filename, content in parts:
+            disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+            out.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n")
+        return b"".join(out) + f"--{boundary}--\r\n".encode()
+
+    def post_raw(self, body: bytes, content_type: str = "multipart/form-data; boundary=jiansuo-test-boundary"):
+        return self.api.generic("POST", "/api/search", body, content_type=content_type)
+
+    def test_too_many_files_or_fields_is_a_json_400(self):
+        files = [("image", f"q{n}.jpg", b"x") for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)]
+        self.assertError(self.post_raw(self.multipart(files)), 400, "number of files")
+        fields = [(f"f{n}", None, b"1") for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)]
+        self.assertError(self.post_raw(self.multipart(fields)), 400, "number of")
+
+    def test_malformed_multipart_is_a_json_400(self):
+        self.assertError(self.post_raw(b"--nope\r\ngarbage", "multipart/form-data"), 400, "boundary")
+        body = self.multipart([("image", "q.jpg", query_photo())])
+        self.assertError(self.post_raw(body[: len(body) // 2]), 400, "image")  # cut off mid-file
+
+    def test_wrong_method_and_unknown_paths_are_json(self):
+        self.assertError(self.api.get("/api/search"), 405, "method")
+        self.assertError(self.api.delete("/api/products/cat-1"), 405, "method")
+        self.assertError(self.api.post("/api/products/cat-1/nothing-here"), 404, "no such api endpoint")
+
+    def test_an_unexpected_failure_is_a_json_500_and_pages_keep_their_html(self):
+        from unittest import mock
+
+        from jiansuo.web.api import views
+
+        client = APIClient(raise_request_exception=False)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {self.token.key}")
+        with mock.patch.object(views, "search_products", side_effect=RuntimeError("the disk caught fire")):
+            response = client.post("/api/search", {"image": photo()}, format="multipart")
+        body = self.assertError(response, 500, "internal server error")
+        self.assertNotIn("disk", body["error"])  # details go to the log, not to the caller
+        page = self.client.get("/no-such-page/")
+        self.assertEqual((page.status_code, page["Content-Type"].split(";")[0]), (404, "text/html"))
+
+
 ApiTestsOnPostgreSQL = on_postgresql(ApiTests)

@@ -15,7 +15,10 @@ class UploadLimitMiddleware:
     """Answer 413 to a request whose declared body exceeds the upload limit.
 
     A WSGI server only hands Django ``CONTENT_LENGTH`` bytes, so the declared length bounds the
-    body; checking it here means a huge upload is never parsed, spooled to disk or hashed.
+    body; checking it here means a huge upload is never parsed, spooled to disk or hashed. The body
+    is still read and thrown away (up to ``JIANSUO_DRAIN_MAX_BYTES``) before the answer: a server
+    that closes a connection with unread data makes the kernel reset it, and a client still
+    sending its upload then never reads the 413.
     """
 
     def __init__(self, get_response):
@@ -27,8 +30,22 @@ class UploadLimitMiddleware:
         except ValueError:
             length = 0
         if length > settings.JIANSUO_MAX_UPLOAD_BYTES + _FORM_OVERHEAD:
-            return too_large_response(request)
+            response = too_large_response(request)
+            if length <= settings.JIANSUO_DRAIN_MAX_BYTES:
+                _drain(request)
+            else:
+                response["Connection"] = "close"
+            return response
         return self.get_response(request)
+
+
+def _drain(request: HttpRequest, chunk: int = 1 << 20) -> None:
+    """Read the request body and discard it."""
+    try:
+        while request.read(chunk):
+            pass
+    except OSError:
+        pass  # the client went away: nothing left to answer
 
 
 def too_large_message() -> str:

@@ -29,6 +29,7 @@ from django.db import connection
 from django.db.models import Q
 
 from jiansuo.features import Extractor, cached_extractor
+from jiansuo.features.batching import BatchingExtractor
 from jiansuo.pipeline import embed_query
 from jiansuo.search import Allowed, Hit, SqlRows, VectorStore
 
@@ -75,11 +76,32 @@ class ProductHit:
 
 _lock = threading.Lock()
 _store: VectorStore | None = None
+_batcher_lock = threading.Lock()
+_batcher: BatchingExtractor | None = None
 
 
 def get_extractor() -> Extractor:
-    """The site's feature extractor (``JIANSUO_MODEL``), loaded once per process."""
-    return cached_extractor(settings.JIANSUO_MODEL, weights=settings.JIANSUO_MODEL_WEIGHTS)
+    """The site's feature extractor (``JIANSUO_MODEL``), loaded once per process.
+
+    With ``JIANSUO_EMBED_BATCH`` above 1, query photos embedded at the same time by the process's
+    request threads share one network call (:class:`~jiansuo.features.batching.BatchingExtractor`).
+    """
+    global _batcher
+    base = cached_extractor(settings.JIANSUO_MODEL, weights=settings.JIANSUO_MODEL_WEIGHTS)
+    if settings.JIANSUO_EMBED_BATCH <= 1:
+        return base
+    with _batcher_lock:
+        if _batcher is None or _batcher.extractor is not base:
+            _batcher = BatchingExtractor(base, max_batch=settings.JIANSUO_EMBED_BATCH,
+                                         wait_ms=settings.JIANSUO_EMBED_WAIT_MS)
+        return _batcher
+
+
+def warm_up() -> None:
+    """Load the model and open the store (and its ANN graph) before the first request needs them."""
+    store = get_store()
+    if len(store):
+        store.search(np.zeros((1, store.dim), dtype=np.float32), 1, mode=settings.JIANSUO_SEARCH_MODE)
 
 
 def get_store() -> VectorStore:
