@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.test import TestCase, override_settings
 from PIL import Image
@@ -129,6 +130,8 @@ class OnPostgreSQL:
         cls._saved_default = connections["default"]
         connections["default"] = connections["postgres"]
         reset_backend()
+        # Content type ids are cached per alias; "default" now names another database with other ids.
+        ContentType.objects.clear_cache()
         try:
             super().setUpClass()
         except BaseException:
@@ -146,6 +149,7 @@ class OnPostgreSQL:
     def _restore_default(cls):
         connections["default"] = cls._saved_default
         reset_backend()
+        ContentType.objects.clear_cache()
 
 
 def on_postgresql(cls: type) -> type:
