@@ -33,12 +33,15 @@ JIANSUO_BROKER_URL             Celery broker (e.g. ``redis://host:6379/0``); set
 JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
 JIANSUO_TASK_PHOTOS            photos per indexing task (64)
 JIANSUO_TASK_VISIBILITY_TIMEOUT  seconds after which a task of a vanished worker runs again (900)
+JIANSUO_CAPTCHA_AUDIO          1 offers the registration captcha as speech too, when ``flite`` is
+                               installed (1)
 =============================  ==================================================================
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import dj_database_url
@@ -96,6 +99,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "jiansuo.web.catalog",
     "jiansuo.web.api",
+    "captcha",
 ]
 
 MIDDLEWARE = [
@@ -196,6 +200,16 @@ if JIANSUO_PG_SEARCH not in ("auto", "hnsw", "pca", "hash"):
 JIANSUO_PG_EF_SEARCH = int(_env("JIANSUO_PG_EF_SEARCH", "40"))
 # Candidates re-ranked in pca and hash modes (0: the mode's measured default).
 JIANSUO_PG_CANDIDATES = int(_env("JIANSUO_PG_CANDIDATES", "0"))
+
+# ---------------------------------------------------------------- accounts
+# Registration and password-reset captcha (django-simple-captcha), generated here, no outside service.
+CAPTCHA_CHALLENGE_FUNCT = "jiansuo.web.accounts.captcha.challenge"
+CAPTCHA_LENGTH = 5
+CAPTCHA_FONT_SIZE = 34
+CAPTCHA_TIMEOUT = 15  # minutes to fill in the form
+CAPTCHA_2X_IMAGE = False
+# The audio version spells the characters with flite (an apt package); without it, no audio link.
+CAPTCHA_FLITE_PATH = shutil.which("flite") if _env_bool("JIANSUO_CAPTCHA_AUDIO", True) else None
 
 # ---------------------------------------------------------------- indexing workers (Celery)
 # Without a broker, photos are embedded in the process that stores them (the embedded default).

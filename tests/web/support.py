@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 import unittest
 from decimal import Decimal
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -157,3 +159,33 @@ def on_postgresql(cls: type) -> type:
     variant = type(f"{cls.__name__}OnPostgreSQL", (OnPostgreSQL, cls),
                    {"__module__": cls.__module__, "__doc__": f"{cls.__doc__ or cls.__name__} (PostgreSQL)"})
     return pytest.mark.postgres(unittest.skipUnless(PG_URL, NO_POSTGRES)(variant))
+
+
+# ------------------------------------------------------------------ the registration / password-reset captcha
+
+_CAPTCHA_KEY = re.compile(r'name="captcha_0" value="([0-9a-f]{40})"')
+
+
+def captcha_key(page) -> str:
+    """The key of the captcha on a rendered form page (a response or its HTML)."""
+    html = page if isinstance(page, str) else page.content.decode()
+    return _CAPTCHA_KEY.search(html).group(1)
+
+
+def solved_captcha(page) -> dict[str, str]:
+    """The captcha fields of the form on ``page``, answered the way the library's test mode accepts."""
+    return {"captcha_0": captcha_key(page), "captcha_1": "PASSED"}
+
+
+class CaptchaTestMode:
+    """Mixin: django-simple-captcha's test mode (the answer "PASSED" is accepted) during each test.
+
+    The library reads CAPTCHA_TEST_MODE once, when it is imported, so override_settings cannot
+    switch it: its module constant is patched instead.
+    """
+
+    def setUp(self):
+        super().setUp()
+        patcher = mock.patch("captcha.conf.settings.CAPTCHA_TEST_MODE", True)
+        patcher.start()
+        self.addCleanup(patcher.stop)

@@ -1,8 +1,8 @@
 """A real browser (Debian's chromium, driven by playwright) against a live site.
 
-Registers, logs out and in, searches by file picker, drag and drop, and paste, filters the
-results, opens a product and its similar products, switches to Chinese. Screenshots of the
-results pages are saved under ``artifacts/`` for a person to look at.
+Registers (with the captcha), logs out and in, searches by file picker, drag and drop, and
+paste, filters the results, opens a product and its similar products, switches to Chinese. Screenshots of the results pages are
+saved under ``artifacts/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.contrib.staticfiles.testing import StaticLiveServerTestCase
 
 from jiansuo.web.catalog import services
 
-from .support import CATALOGUE, IsolatedSiteMixin, add_product, query_photo
+from .support import CATALOGUE, CaptchaTestMode, IsolatedSiteMixin, add_product, query_photo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -48,7 +48,7 @@ DROP_FILE = """([b64, name, mode]) => {
 }"""
 
 
-class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
+class BrowserTests(CaptchaTestMode, IsolatedSiteMixin, StaticLiveServerTestCase):
     host = "127.0.0.1"
 
     @classmethod
@@ -64,6 +64,7 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         super().tearDownClass()
 
     def setUp(self):
+        super().setUp()
         for item, photo, cat, price, cur in CATALOGUE:
             add_product(item, photo, cat, price, cur, title=f"{photo.replace('_', ' ').title()} ({item})")
         services.sync_index()
@@ -97,6 +98,8 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         page.fill("#id_email", "wei@example.com")
         page.fill("#id_password1", "long-enough-pass-42")
         page.fill("#id_password2", "long-enough-pass-42")
+        self.assert_images_loaded("img.captcha-image")
+        page.fill("#id_captcha_1", "PASSED")  # the captcha's test mode
         page.click("form.stacked button[type=submit]")
         page.wait_for_selector("text=Welcome, wei")
 
@@ -173,3 +176,4 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         self.assertIn("查看商品", page.content())
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "results-zh.png"), full_page=True)
+

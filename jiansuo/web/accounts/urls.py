@@ -1,11 +1,16 @@
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
+from .forms import CaptchaPasswordResetForm
 
 urlpatterns = [
     path("register/", views.register, name="register"),
     path("", views.account, name="account"),
     path("token/", views.new_token, name="new_token"),
+    # Before django.contrib.auth's own: the same URL and name, with the captcha.
+    path("password_reset/", auth_views.PasswordResetView.as_view(form_class=CaptchaPasswordResetForm),
+         name="password_reset"),
     # login, logout, password_change(_done), password_reset(_done, _confirm, _complete)
     path("", include("django.contrib.auth.urls")),
 ]
