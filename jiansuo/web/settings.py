@@ -202,6 +202,8 @@ JIANSUO_PG_EF_SEARCH = int(_env("JIANSUO_PG_EF_SEARCH", "40"))
 JIANSUO_PG_CANDIDATES = int(_env("JIANSUO_PG_CANDIDATES", "0"))
 
 # ---------------------------------------------------------------- accounts
+# Profile photos are private files (served to their owner by a view), like query photos.
+JIANSUO_PROFILE_PHOTO_DIR = DATA_DIR / "profiles"
 # Registration and password-reset captcha (django-simple-captcha), generated here, no outside service.
 CAPTCHA_CHALLENGE_FUNCT = "jiansuo.web.accounts.captcha.challenge"
 CAPTCHA_LENGTH = 5

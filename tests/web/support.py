@@ -80,6 +80,7 @@ class IsolatedSiteMixin:
         cls._isolation = override_settings(
             MEDIA_ROOT=cls.site_dir / "media", JIANSUO_INDEX_PATH=cls.site_dir / "catalog.idx",
             JIANSUO_QUERY_DIR=cls.site_dir / "queries",
+            JIANSUO_PROFILE_PHOTO_DIR=cls.site_dir / "profiles",
         )
         cls._isolation.enable()
         super().setUpClass()

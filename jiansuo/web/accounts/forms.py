@@ -6,6 +6,9 @@ from django import forms
 from django.contrib.auth.forms import PasswordResetForm, UserCreationForm
 from django.contrib.auth.models import User
 from django.utils.translation import gettext_lazy as _
+from PIL import Image
+
+from jiansuo.web.catalog.forms import read_photo
 
 from .captcha import captcha_field
 
@@ -25,3 +28,11 @@ class CaptchaPasswordResetForm(PasswordResetForm):
 
     captcha = captcha_field()
 
+
+class ProfilePhotoForm(forms.Form):
+    """A new profile photo; checked like every upload (see :func:`.profile.save_profile_photo`)."""
+
+    photo = forms.FileField(label=_("Profile photo"), widget=forms.ClearableFileInput(attrs={"accept": "image/*"}))
+
+    def clean_photo(self) -> Image.Image:
+        return read_photo(self.cleaned_data["photo"])

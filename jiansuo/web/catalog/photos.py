@@ -130,6 +130,14 @@ def _purge_old_queries() -> None:
 _last_purge = 0.0
 
 
+# ------------------------------------------------------------------ for the accounts app
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (readers see the old file or the new one, never a part)."""
+    _atomic_write(path, data)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
@@ -145,5 +153,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 __all__ = [
     "ImageError", "StoredPhoto", "delete_product_photo", "encode_jpeg", "product_photo_path",
-    "query_photo_path", "save_query_photo", "store_product_photo",
+    "query_photo_path", "save_query_photo", "store_product_photo", "write_file",
 ]
