@@ -79,7 +79,7 @@ class IsolatedSiteMixin:
         cls.site_dir = Path(tempfile.mkdtemp(prefix="jiansuo-site-"))
         cls._isolation = override_settings(
             MEDIA_ROOT=cls.site_dir / "media", JIANSUO_INDEX_PATH=cls.site_dir / "catalog.idx",
-            JIANSUO_QUERY_DIR=cls.site_dir / "queries",
+            JIANSUO_QUERY_DIR=cls.site_dir / "queries", JIANSUO_HISTORY_DIR=cls.site_dir / "history",
             JIANSUO_PROFILE_PHOTO_DIR=cls.site_dir / "profiles",
         )
         cls._isolation.enable()

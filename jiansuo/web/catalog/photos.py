@@ -130,12 +130,19 @@ def _purge_old_queries() -> None:
 _last_purge = 0.0
 
 
-# ------------------------------------------------------------------ for the accounts app
+# ------------------------------------------------------------------ for the accounts and history apps
 
 
 def write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (readers see the old file or the new one, never a part)."""
     _atomic_write(path, data)
+
+
+def restore_query_photo(token: str, data: bytes) -> None:
+    """Store ``data``, a query photo this module encoded earlier, again under ``token`` (a past search reopened)."""
+    if not _TOKEN.match(token or ""):
+        raise ValueError(f"not a query token: {token!r}")
+    _atomic_write(_query_dir() / f"{token}.jpg", data)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -153,5 +160,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 __all__ = [
     "ImageError", "StoredPhoto", "delete_product_photo", "encode_jpeg", "product_photo_path",
-    "query_photo_path", "save_query_photo", "store_product_photo", "write_file",
+    "query_photo_path", "restore_query_photo", "save_query_photo", "store_product_photo", "write_file",
 ]

@@ -20,6 +20,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_http_methods
 
 from jiansuo.images import load_image
+from jiansuo.web.history import store as history
 
 from .forms import FilterForm, PhotoSearchForm
 from .models import Product
@@ -59,6 +60,7 @@ def home(request: HttpRequest) -> HttpResponse:
             token = save_query_photo(img)
             _remember_query(request, token, get_backend().embed_images([img])[0])
             params = {k: v for k, v in form.cleaned_data.items() if k != "image" and v not in (None, "")}
+            history.record_search(request.user, token, params)  # history: keep a signed-in user's search
             url = redirect("catalog:results", token=token).url
             return redirect(f"{url}?{urlencode(params)}" if params else url)
         status = 400
@@ -73,6 +75,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @search_required
 def results(request: HttpRequest, token: str) -> HttpResponse:
     """The products most similar to an uploaded photo, filtered by the GET parameters."""
+    history.reopen_search(request, token)  # history: its owner may open a past search from any session
     vector = _query_vector(request, token)
     form = FilterForm(request.GET or None)
     filters = form.filters()
@@ -88,6 +91,7 @@ def results(request: HttpRequest, token: str) -> HttpResponse:
 @cache_control(private=True, max_age=3600)
 def query_image(request: HttpRequest, token: str) -> FileResponse:
     """The uploaded query photo, for the session that uploaded it."""
+    history.reopen_search(request, token)  # history: its owner may open a past search from any session
     if token not in request.session.get("queries", []):
         raise Http404
     path = query_photo_path(token)
