@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PG_MAJOR=15
 APT_PACKAGES=(
   build-essential gettext
+  flite  # speaks the registration captcha for those who cannot read it
   postgresql postgresql-server-dev-$PG_MAJOR redis-server
   chromium chromium-driver fonts-wqy-microhei
   dataset-fashion-mnist

@@ -42,12 +42,16 @@ JIANSUO_BROKER_URL             Celery broker (e.g. ``redis://host:6379/0``); set
 JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
 JIANSUO_TASK_PHOTOS            photos per indexing task (64)
 JIANSUO_TASK_VISIBILITY_TIMEOUT  seconds after which a task of a vanished worker runs again (900)
+JIANSUO_HISTORY_DAYS           days a signed-in user's past searches ("My searches") are kept (30)
+JIANSUO_CAPTCHA_AUDIO          1 offers the registration captcha as speech too, when ``flite`` is
+                               installed (1)
 =============================  ==================================================================
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import dj_database_url
@@ -105,6 +109,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "jiansuo.web.catalog",
     "jiansuo.web.api",
+    "captcha",
+    "jiansuo.web.history",
 ]
 
 MIDDLEWARE = [
@@ -214,6 +220,24 @@ JIANSUO_SEARCH_CANDIDATES = int(_env("JIANSUO_SEARCH_CANDIDATES", "0"))
 JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")  # the CLI reads the same variable
 JIANSUO_EMBED_BATCH = int(_env("JIANSUO_EMBED_BATCH", "8"))
 JIANSUO_EMBED_WAIT_MS = float(_env("JIANSUO_EMBED_WAIT_MS", "2"))
+
+# ---------------------------------------------------------------- accounts
+# Profile photos are private files (served to their owner by a view), like query photos.
+JIANSUO_PROFILE_PHOTO_DIR = DATA_DIR / "profiles"
+# Registration and password-reset captcha (django-simple-captcha), generated here, no outside service.
+CAPTCHA_CHALLENGE_FUNCT = "jiansuo.web.accounts.captcha.challenge"
+CAPTCHA_LENGTH = 5
+CAPTCHA_FONT_SIZE = 34
+CAPTCHA_TIMEOUT = 15  # minutes to fill in the form
+CAPTCHA_2X_IMAGE = False
+# The audio version spells the characters with flite (an apt package); without it, no audio link.
+CAPTCHA_FLITE_PATH = shutil.which("flite") if _env_bool("JIANSUO_CAPTCHA_AUDIO", True) else None
+
+# Each signed-in user's past searches: kept this long, with their own copy of the query photo.
+JIANSUO_HISTORY_DAYS = int(_env("JIANSUO_HISTORY_DAYS", "30"))
+if JIANSUO_HISTORY_DAYS < 1:
+    raise ImproperlyConfigured(f"JIANSUO_HISTORY_DAYS must be at least 1, not {JIANSUO_HISTORY_DAYS}")
+JIANSUO_HISTORY_DIR = DATA_DIR / "history"
 
 # ---------------------------------------------------------------- indexing workers (Celery)
 # Without a broker, photos are embedded in the process that stores them (the embedded default).

@@ -9,6 +9,8 @@ from django.views.static import serve as serve_media
 urlpatterns = [
     path("", include("jiansuo.web.catalog.urls")),
     path("accounts/", include("jiansuo.web.accounts.urls")),
+    path("history/", include("jiansuo.web.history.urls")),
+    path("captcha/", include("captcha.urls")),
     path("api/", include("jiansuo.web.api.urls")),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),

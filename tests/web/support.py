@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 import unittest
 from decimal import Decimal
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.test import TestCase, override_settings
 from PIL import Image
@@ -79,6 +82,7 @@ class IsolatedSiteMixin:
         cls._isolation = override_settings(
             MEDIA_ROOT=cls.site_dir / "media", JIANSUO_INDEX_PATH=cls.site_dir / "catalog.idx",
             JIANSUO_QUERY_DIR=cls.site_dir / "queries", JIANSUO_PG_TABLE=cls.vector_table,
+            JIANSUO_HISTORY_DIR=cls.site_dir / "history", JIANSUO_PROFILE_PHOTO_DIR=cls.site_dir / "profiles",
         )
         cls._isolation.enable()
         super().setUpClass()
@@ -140,6 +144,8 @@ class OnPostgreSQL:
         cls._saved_default = connections["default"]
         connections["default"] = connections["postgres"]
         reset_store()
+        # Content type ids are cached per alias; "default" now names another database with other ids.
+        ContentType.objects.clear_cache()
         try:
             super().setUpClass()
         except BaseException:
@@ -157,6 +163,7 @@ class OnPostgreSQL:
     def _restore_default(cls):
         connections["default"] = cls._saved_default
         reset_store()
+        ContentType.objects.clear_cache()
 
 
 def on_postgresql(cls: type) -> type:
@@ -164,3 +171,33 @@ def on_postgresql(cls: type) -> type:
     variant = type(f"{cls.__name__}OnPostgreSQL", (OnPostgreSQL, cls),
                    {"__module__": cls.__module__, "__doc__": f"{cls.__doc__ or cls.__name__} (PostgreSQL)"})
     return pytest.mark.postgres(unittest.skipUnless(PG_URL, NO_POSTGRES)(variant))
+
+
+# ------------------------------------------------------------------ the registration / password-reset captcha
+
+_CAPTCHA_KEY = re.compile(r'name="captcha_0" value="([0-9a-f]{40})"')
+
+
+def captcha_key(page) -> str:
+    """The key of the captcha on a rendered form page (a response or its HTML)."""
+    html = page if isinstance(page, str) else page.content.decode()
+    return _CAPTCHA_KEY.search(html).group(1)
+
+
+def solved_captcha(page) -> dict[str, str]:
+    """The captcha fields of the form on ``page``, answered the way the library's test mode accepts."""
+    return {"captcha_0": captcha_key(page), "captcha_1": "PASSED"}
+
+
+class CaptchaTestMode:
+    """Mixin: django-simple-captcha's test mode (the answer "PASSED" is accepted) during each test.
+
+    The library reads CAPTCHA_TEST_MODE once, when it is imported, so override_settings cannot
+    switch it: its module constant is patched instead.
+    """
+
+    def setUp(self):
+        super().setUp()
+        patcher = mock.patch("captcha.conf.settings.CAPTCHA_TEST_MODE", True)
+        patcher.start()
+        self.addCleanup(patcher.stop)

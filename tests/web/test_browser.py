@@ -1,8 +1,9 @@
 """A real browser (Debian's chromium, driven by playwright) against a live site.
 
-Registers, logs out and in, searches by file picker, drag and drop, and paste, filters the
-results, opens a product and its similar products, switches to Chinese. Screenshots of the
-results pages are saved under ``artifacts/`` for a person to look at.
+Registers (with the captcha), logs out and in, searches by file picker, drag and drop, and
+paste, filters the results, opens a product and its similar products, switches to Chinese; sets
+a profile photo and reopens and deletes a past search. Screenshots of the results pages are
+saved under ``artifacts/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from django.contrib.staticfiles.testing import StaticLiveServerTestCase
 
 from jiansuo.web.catalog import services
 
-from .support import CATALOGUE, IsolatedSiteMixin, add_product, query_photo
+from tests.conftest import real_photo
+
+from .support import CATALOGUE, CaptchaTestMode, IsolatedSiteMixin, add_product, jpeg_bytes, query_photo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -48,7 +51,7 @@ DROP_FILE = """([b64, name, mode]) => {
 }"""
 
 
-class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
+class BrowserTests(CaptchaTestMode, IsolatedSiteMixin, StaticLiveServerTestCase):
     host = "127.0.0.1"
 
     @classmethod
@@ -64,6 +67,7 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         super().tearDownClass()
 
     def setUp(self):
+        super().setUp()
         for item, photo, cat, price, cur in CATALOGUE:
             add_product(item, photo, cat, price, cur, title=f"{photo.replace('_', ' ').title()} ({item})")
         services.sync_index()
@@ -97,6 +101,8 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         page.fill("#id_email", "wei@example.com")
         page.fill("#id_password1", "long-enough-pass-42")
         page.fill("#id_password2", "long-enough-pass-42")
+        self.assert_images_loaded("img.captcha-image")
+        page.fill("#id_captcha_1", "PASSED")  # the captcha's test mode
         page.click("form.stacked button[type=submit]")
         page.wait_for_selector("text=Welcome, wei")
 
@@ -173,3 +179,67 @@ class BrowserTests(IsolatedSiteMixin, StaticLiveServerTestCase):
         self.assertIn("查看商品", page.content())
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "results-zh.png"), full_page=True)
+
+    def test_captcha_profile_photo_and_my_searches(self):
+        page = self.page
+        page.goto(self.url("/accounts/register/"))
+        # "New picture" swaps the picture and its key without reloading the page.
+        old_src, old_key = page.get_attribute("img.captcha-image", "src"), page.input_value("#id_captcha_0")
+        page.fill("#id_captcha_1", "XYZ")
+        page.click("[data-captcha-refresh]")
+        page.wait_for_function("src => { const img = document.querySelector('img.captcha-image');"
+                               " return img.getAttribute('src') !== src && img.complete && img.naturalWidth > 0; }",
+                               arg=old_src)
+        self.assertNotEqual(page.input_value("#id_captcha_0"), old_key)
+        self.assertEqual(page.input_value("#id_captcha_1"), "")
+        self.assert_images_loaded("img.captcha-image")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "register.png"), full_page=True)
+        page.fill("#id_username", "yun")
+        page.fill("#id_password1", "long-enough-pass-42")
+        page.fill("#id_password2", "long-enough-pass-42")
+        page.fill("#id_captcha_1", "PASSED")
+        page.click("form.stacked button[type=submit]")
+        page.wait_for_selector("text=Welcome, yun")
+
+        # A profile photo, shown small in the header.
+        self.assertEqual(page.locator(".topbar img.avatar").count(), 0)
+        photo = self.site_dir / "me.jpg"
+        photo.write_bytes(jpeg_bytes(real_photo("astronaut")))
+        page.goto(self.url("/accounts/"))
+        page.set_input_files("input[name=photo]", str(photo))
+        page.click("text=Save photo")
+        page.wait_for_selector(".topbar img.avatar")
+        self.assert_images_loaded("img.avatar")
+        self.assertEqual(page.eval_on_selector(".topbar img.avatar", "e => e.getBoundingClientRect().width"), 28)
+
+        # Search, then reopen the search from "My searches" in a new browser session.
+        page.click(".brand")
+        with page.expect_navigation(url="**/search/**"):
+            page.set_input_files("input[name=image]", str(self.query_file))
+        page.wait_for_selector("[data-results] .card")
+        results_url = page.url
+        fresh = self.browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")  # its own cookies
+        try:
+            fresh.goto(self.url("/accounts/login/"))
+            fresh.fill("#id_username", "yun")
+            fresh.fill("#id_password", "long-enough-pass-42")
+            fresh.click("form.stacked button[type=submit]")
+            fresh.wait_for_selector("[data-dropzone]")
+            fresh.click("a:has-text('My searches')")
+            fresh.wait_for_selector("[data-history] .card")
+            self.assertEqual(fresh.locator("[data-history] .card").count(), 1)
+            self.page, page = fresh, fresh
+            self.assert_images_loaded("[data-history] img, .topbar img.avatar")
+            fresh.screenshot(path=str(ARTIFACTS / "my-searches.png"), full_page=True)
+            fresh.click("text=Show the results")
+            fresh.wait_for_selector("[data-results] .card")
+            self.assertEqual(fresh.url, results_url)
+            self.assertEqual(self.card_titles()[0], "Chelsea (cat-1)")
+            self.assert_images_loaded(".query img")
+            fresh.go_back()
+            fresh.click("[data-history] button:has-text('Delete')")
+            fresh.wait_for_selector("text=The search was deleted.")
+            self.assertEqual(fresh.locator("[data-history] .card").count(), 0)
+        finally:
+            fresh.close()

@@ -6,3 +6,6 @@ class AccountsConfig(AppConfig):
     name = "jiansuo.web.accounts"
     label = "accounts"
     verbose_name = _("Accounts")
+
+    def ready(self) -> None:
+        from . import profile  # noqa: F401  (connects the signal that deletes a profile's photo file)

@@ -145,7 +145,28 @@ def _purge_old_queries() -> None:
 _last_purge = 0.0
 
 
+# ------------------------------------------------------------------ for the accounts and history apps
+
+
+def query_files(token: str) -> list[Path]:
+    """The files kept for query ``token`` (its photo, its vector) that exist."""
+    if not _TOKEN.match(token or ""):
+        return []
+    return [p for p in (_query_dir() / f"{token}.jpg", _query_dir() / f"{token}.npy") if p.is_file()]
+
+
+def restore_query(token: str, photo: bytes, vector: np.ndarray | None) -> None:
+    """Store a query this module kept earlier (its encoded photo, its vector) again under ``token``
+    (a past search reopened after the query files were purged)."""
+    if not _TOKEN.match(token or ""):
+        raise ValueError(f"not a query token: {token!r}")
+    atomic_write(_query_dir() / f"{token}.jpg", photo)
+    if vector is not None:
+        save_query_vector(token, vector)
+
+
 __all__ = [
     "ImageError", "StoredPhoto", "delete_product_photo", "encode_jpeg", "product_photo_path",
-    "query_photo_path", "query_vector", "save_query_photo", "save_query_vector", "store_product_photo",
+    "query_files", "query_photo_path", "query_vector", "restore_query", "save_query_photo", "save_query_vector",
+    "store_product_photo",
 ]

@@ -19,6 +19,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_http_methods
 
+from jiansuo.web.history import store as history
+
 from .forms import FilterForm, PhotoSearchForm, photo_vector
 from .models import Product
 from .photos import query_photo_path, query_vector, save_query_photo, save_query_vector
@@ -58,6 +60,7 @@ def home(request: HttpRequest) -> HttpResponse:
             save_query_vector(token, vector)
             _remember_query(request, token, vector)
             params = {k: v for k, v in form.cleaned_data.items() if k != "image" and v not in (None, "")}
+            history.record_search(request.user, token, params)  # history: keep a signed-in user's search
             url = redirect("catalog:results", token=token).url
             return redirect(f"{url}?{urlencode(params)}" if params else url)
         status = 400
@@ -72,6 +75,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @search_required
 def results(request: HttpRequest, token: str) -> HttpResponse:
     """The products most similar to an uploaded photo, filtered by the GET parameters."""
+    history.reopen_search(request, token)  # history: its owner may open a past search from any session
     vector = _query_vector(request, token)
     form = FilterForm(request.GET or None)
     filters = form.filters()
@@ -87,6 +91,7 @@ def results(request: HttpRequest, token: str) -> HttpResponse:
 @cache_control(private=True, max_age=3600)
 def query_image(request: HttpRequest, token: str) -> FileResponse:
     """The uploaded query photo, for the session that uploaded it."""
+    history.reopen_search(request, token)  # history: its owner may open a past search from any session
     if token not in request.session.get("queries", []):
         raise Http404
     path = query_photo_path(token)
