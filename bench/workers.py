@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 from results_md import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from sites import scratch_database, site_env, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,21 +46,9 @@ DB_NAME = "jiansuo_bench_workers"
 TABLES = ("catalog_productimage", "catalog_product", "catalog_indextask", "catalog_indexjob")
 
 
-def scratch_database(server_url: str) -> str:
-    """A fresh database named DB_NAME on the server of ``server_url``; returns its URL."""
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-    return server_url.rsplit("/", 1)[0] + "/" + DB_NAME
-
-
-def site_env(work: Path, db_url: str, broker: str | None, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JIANSUO_", "DJANGO_", "CELERY_"))}
-    env.update({"DJANGO_SETTINGS_MODULE": "jiansuo.web.settings", "JIANSUO_SECRET_KEY": "bench-" + "x" * 50,
-                "JIANSUO_DATA_DIR": str(work / "site"), "DATABASE_URL": db_url, "JIANSUO_TASK_QUEUE": queue,
-                "JIANSUO_CACHE": os.environ.get("JIANSUO_CACHE", "/tmp/jcache"), "PYTHONUNBUFFERED": "1"})
+def worker_env(work: Path, db_url: str, broker: str | None, queue: str) -> dict[str, str]:
+    """The site's environment for the import command and the workers (sharing the database and media)."""
+    env = site_env(work / "site", db_url, JIANSUO_TASK_QUEUE=queue)
     if broker:
         env["JIANSUO_BROKER_URL"] = broker
     return env
@@ -78,16 +66,6 @@ def start_worker(name: str, env: dict, queue: str, logs: Path) -> subprocess.Pop
             raise RuntimeError(f"worker {name} did not start:\n{(logs / f'{name}.log').read_text()[-2000:]}")
         time.sleep(0.2)
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class SearchProbe(threading.Thread):
@@ -129,7 +107,7 @@ def run_import(label: str, workers: int, args, work: Path, db_url: str, csv: Pat
 
     shutil.rmtree(work / "site" / "media", ignore_errors=True)
     queue = f"jiansuo-bench-{uuid.uuid4().hex[:8]}"
-    env = site_env(work, db_url, args.broker if workers else None, queue)
+    env = worker_env(work, db_url, args.broker if workers else None, queue)
     procs = [start_worker(f"w{n}", env, queue, work) for n in range(workers)]
     probe = SearchProbe(vector)
     try:
@@ -191,8 +169,8 @@ def main() -> None:
             for i, path in enumerate(paths):
                 fh.write(f"item{i:05d},Item {i},cat{i % 7},{10 + i % 90}.00,Bench shop,,"
                          f"{path.relative_to(csv.parent).as_posix()}\n")
-        db_url = scratch_database(args.database)
-        env = site_env(work, db_url, None, "unused")
+        db_url = scratch_database(args.database, DB_NAME)
+        env = worker_env(work, db_url, None, "unused")
         subprocess.run([sys.executable, "-m", "jiansuo.web", "migrate", "-v0"], env=env, check=True)
         os.environ.update({k: v for k, v in env.items() if k.startswith(("JIANSUO_", "DJANGO_", "DATABASE_URL"))})
         import django

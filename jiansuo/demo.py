@@ -3,7 +3,8 @@
 ``python -m jiansuo.demo`` builds a catalogue from Fashion-MNIST (Debian's
 ``dataset-fashion-mnist``): each 28×28 photo is upscaled to 256×256 and tinted, and gets a
 generated title, price and shop. It imports that catalogue into the site (which indexes it),
-creates a demo account, and serves the site on 127.0.0.1, printing the URL and the login.
+creates a demo account, and serves the site on 127.0.0.1 with the production server
+(``python -m jiansuo.web serve``: gunicorn), printing the URL and the login.
 Everything lives under ``--data-dir`` (``./demo-data``); a rerun reuses what is there.
 
 This module imports Django only inside :func:`main`, through the site package.
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built; serve it with: python -m jiansuo.demo --port {args.port}")
         return 0
     print(f"\n  Jiansuo demo: {url}   (log in as {DEMO_USER} / {DEMO_PASSWORD}; Ctrl-C stops it)\n", flush=True)
-    call_command("runserver", f"127.0.0.1:{args.port}", use_reloader=False, use_threading=True)
+    call_command("serve", "--bind", f"127.0.0.1:{args.port}")
     return 0
 
 

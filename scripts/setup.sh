@@ -29,11 +29,20 @@ fi
 # against this PostgreSQL's server headers.
 if [ ! -f "/usr/share/postgresql/$PG_MAJOR/extension/vector.control" ]; then
   log "building pgvector for PostgreSQL $PG_MAJOR from Debian's source package"
+  # The Debian archive this machine is already configured with (its own mirror), for the source
+  # package of the next release.
+  . /etc/os-release
+  archive=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' |
+            awk -v r="$VERSION_CODENAME" '$2 == r {print $1; exit}')
+  if [ -z "$archive" ]; then
+    echo "setup: no apt source for Debian $VERSION_CODENAME is configured; cannot fetch pgvector's source" >&2
+    exit 1
+  fi
   work=$(mktemp -d)
   mkdir -p "$work/lists/partial"
   cat > "$work/src.sources" <<SRC
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: $archive
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

@@ -60,6 +60,8 @@ class Command(BaseCommand):
             def load_config(self):
                 for key, value in options.items():
                     self.cfg.set(key, value)
+                if "control_socket_disable" in self.cfg.settings:  # gunicorn 24+: no socket in $HOME
+                    self.cfg.set("control_socket_disable", True)
 
             def load(self):
                 from jiansuo.web.wsgi import application
