@@ -203,6 +203,9 @@ def _add_search(sub) -> None:
                    help=f"write a contact sheet image of the results (of the first {SHEET_MAX_QUERIES} queries)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="queries embedded and searched together; memory stays bounded for any number of queries")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
+                   help="search with this part of each query photo only: its corners as fractions of the "
+                        "width and height (0-1), e.g. 0.5,0,1,1 for the right half")
     p.set_defaults(func=_cmd_search)
 
 
@@ -223,10 +226,15 @@ def _search_options(args) -> dict:
 
 
 def _cmd_search(args) -> int:
+    from .images import Box
     from .pipeline import embed_files
 
     if args.top_k < 1 or args.batch_size < 1:
         raise CLIError("--top-k and --batch-size must be at least 1")
+    try:
+        box = Box.parse(args.box) if args.box is not None else None
+    except ValueError as exc:
+        raise CLIError(f"--box: {exc}") from None
     failed: list[tuple[str, str]] = []
     sheet_rows = []
     with _open_store(args.index) as store, _SearchOutput(args.json) as out:
@@ -238,7 +246,7 @@ def _cmd_search(args) -> int:
         # with the number of queries. A query that cannot be read is reported and the rest go on.
         files = [(q, str(q)) for q in args.queries]
         for infos, vectors in embed_files(extractor, files, batch_size=args.batch_size, progress=False,
-                                          skipped=failed):
+                                          skipped=failed, box=box):
             out.errors(failed)
             results = store.search(vectors, args.top_k, mode=args.mode, min_score=args.min_score, **options)
             for info, result in zip(infos, results):

@@ -7,8 +7,10 @@ truncated, empty or oversized file is rejected the same way everywhere.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -138,6 +140,51 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A part of a photo, in fractions of its width and height: (x0, y0) top left, (x1, y1) bottom right."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def __post_init__(self) -> None:
+        values = (self.x0, self.y0, self.x1, self.y1)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise ValueError("a box needs four numbers")
+        if not all(0.0 <= v <= 1.0 for v in values):
+            raise ValueError("box coordinates are fractions of the photo's width and height, from 0 to 1")
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError("a box needs x0 < x1 and y0 < y1 (top left, then bottom right)")
+
+    @classmethod
+    def parse(cls, text: str) -> "Box":
+        """A box from ``"x0,y0,x1,y1"``; ValueError saying what is wrong with it otherwise."""
+        parts = [p.strip() for p in str(text).split(",")]
+        if len(parts) != 4:
+            raise ValueError(f"a box is four numbers x0,y0,x1,y1 (fractions from 0 to 1), not {text!r}")
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"a box is four numbers x0,y0,x1,y1 (fractions from 0 to 1), not {text!r}") from None
+        return cls(*values)
+
+    def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The box in pixels of a ``width`` × ``height`` image (at least one pixel each way)."""
+        left, top = int(self.x0 * width), int(self.y0 * height)
+        right = max(left + 1, min(width, round(self.x1 * width)))
+        bottom = max(top + 1, min(height, round(self.y1 * height)))
+        return left, top, right, bottom
+
+    def crop(self, img: Image.Image) -> Image.Image:
+        """That part of ``img``."""
+        return img.crop(self.pixels(*img.size))
+
+    def __str__(self) -> str:
+        return ",".join(f"{v:.4g}" for v in (self.x0, self.y0, self.x1, self.y1))
 
 
 def fit_square(img: Image.Image, size: int, *, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .features import Extractor
-from .images import ImageError, iter_image_files, load_image
+from .images import Box, ImageError, iter_image_files, load_image
 from .index import ItemInfo
 from .search.store import VectorStore
 
@@ -76,8 +76,9 @@ def decode_for(extractor: Extractor, source: bytes | str | os.PathLike) -> Image
     return load_image(source, draft_size=extractor.draft_size)
 
 
-def prepare(path: Path, item_id: str, extractor: Extractor) -> Prepared:
-    """Read, hash, decode and preprocess one file (runs in a worker thread). Raises ImageError."""
+def prepare(path: Path, item_id: str, extractor: Extractor, box: Box | None = None) -> Prepared:
+    """Read, hash, decode and preprocess one file, or only ``box`` of it (runs in a worker thread).
+    Raises ImageError."""
     try:
         st = path.stat()
         data = path.read_bytes()
@@ -85,17 +86,19 @@ def prepare(path: Path, item_id: str, extractor: Extractor) -> Prepared:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
     img = decode_for(extractor, data)
     info = ItemInfo(item_id, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
-    return Prepared(info, extractor.preprocess(img))
+    return Prepared(info, extractor.preprocess(box.crop(img) if box else img))
 
 
-def embed_query(extractor: Extractor, source: bytes | str | os.PathLike | Image.Image) -> np.ndarray:
-    """The feature vector (dim,) of one query photo: file bytes, a path, or an already decoded image.
+def embed_query(extractor: Extractor, source: bytes | str | os.PathLike | Image.Image,
+                box: Box | None = None) -> np.ndarray:
+    """The feature vector (dim,) of one query photo (file bytes, a path, or a decoded image), or of
+    the part ``box`` of it, which is then prepared for the network like any photo.
 
     Bytes and paths are decoded as :func:`prepare` decodes catalogue files, so a catalogue photo
     used as a query gets exactly its stored vector. Raises ImageError for a bad image.
     """
     img = source if isinstance(source, Image.Image) else decode_for(extractor, source)
-    return extractor.embed_batch(extractor.preprocess(img)[None])[0]
+    return extractor.embed_batch(extractor.preprocess(box.crop(img) if box else img)[None])[0]
 
 
 def embed_files(
@@ -106,8 +109,10 @@ def embed_files(
     workers: int | None = None,
     progress: bool = True,
     skipped: list[tuple[str, str]] | None = None,
+    box: Box | None = None,
 ) -> Iterator[tuple[list[ItemInfo], np.ndarray]]:
-    """Yield (infos, vectors) batches for ``files`` ((path, id) pairs), decoding ahead in threads.
+    """Yield (infos, vectors) batches for ``files`` ((path, id) pairs), decoding ahead in threads;
+    with ``box``, only that part of each photo is embedded (queries).
 
     Files that fail to read or decode are appended to ``skipped`` as (id, reason) and left out.
     """
@@ -128,7 +133,7 @@ def embed_files(
                     path, item_id = next(it)
                 except StopIteration:
                     return
-                pending.append(pool.submit(_prepare_or_error, path, item_id, extractor))
+                pending.append(pool.submit(_prepare_or_error, path, item_id, extractor, box))
 
         try:
             fill()
@@ -152,9 +157,9 @@ def embed_files(
             bar.close()
 
 
-def _prepare_or_error(path: Path, item_id: str, extractor: Extractor) -> Prepared | tuple[str, str]:
+def _prepare_or_error(path: Path, item_id: str, extractor: Extractor, box: Box | None) -> Prepared | tuple[str, str]:
     try:
-        return prepare(path, item_id, extractor)
+        return prepare(path, item_id, extractor, box)
     except ImageError as exc:
         return (item_id, str(exc))
     except Exception as exc:  # a decoder bug on one hostile file must not end the batch

@@ -202,7 +202,7 @@ def test_a_bad_query_is_reported_and_the_others_are_answered(tmp_path, catalog, 
     assert [a["query"] for a in answers if "error" not in a] == [str(good), str(good)]
     assert [a for a in answers if "error" in a] == [{"query": str(bad), "error": "not an image file (format not "
                                                      "recognised)", "results": []}]
-    assert all(a["results"][0]["id"].endswith("coffee.png") for a in answers if "error" not in a)
+    assert all(Path(a["results"][0]["id"]).stem == "coffee" for a in answers if "error" not in a)
 
 
 def _peak_rss_mib(argv: list[str]) -> float:
@@ -229,3 +229,38 @@ def test_many_queries_are_searched_in_bounded_memory(tmp_path, catalog, capsys):
     many = _peak_rss_mib(["search", *(queries * 30), "--index", str(idx), "--json"])
     assert many < 1024, many
     assert many - some < 100, (some, many)
+
+
+def side_by_side(left: Image.Image, right: Image.Image, height: int = 300) -> Image.Image:
+    """Two photos next to each other on one canvas, as a shopper's photo of two products."""
+    a = left.resize((round(left.width * height / left.height), height))
+    b = right.resize((round(right.width * height / right.height), height))
+    canvas = Image.new("RGB", (a.width + b.width, height), "white")
+    canvas.paste(a, (0, 0))
+    canvas.paste(b, (a.width, 0))
+    return canvas
+
+
+def test_a_box_searches_that_part_of_the_photo(tmp_path, catalog, capsys):
+    idx = tmp_path / "c.idx"
+    run(capsys, "index", catalog, "--index", idx, "--no-progress")
+    both = tmp_path / "both.jpg"
+    photo = side_by_side(real_photo("chelsea"), real_photo("rocket"))
+    photo.save(both, quality=85)
+    half = real_photo("chelsea").width * 300 / real_photo("chelsea").height / photo.width
+    [left] = search_json(capsys, idx, both, k=1, extra=["--box", f"0,0,{half:.3f},1"])
+    [right] = search_json(capsys, idx, both, k=1, extra=["--box", f"{half:.3f},0,1,1"])
+    assert Path(left["results"][0]["id"]).stem == "chelsea"
+    assert Path(right["results"][0]["id"]).stem == "rocket"
+
+
+def test_bad_boxes_are_clear_errors(tmp_path, catalog, capsys):
+    idx = tmp_path / "c.idx"
+    run(capsys, "index", catalog, "--index", idx, "--no-progress")
+    query = next(catalog.rglob("coffee.*"))
+    for box, words in [("0,0,1.5,1", "from 0 to 1"), ("0.5,0,0.5,1", "x0 < x1"), ("0.6,0,0.2,1", "x0 < x1"),
+                       ("a,b,c,d", "four numbers"), ("0,0,1", "four numbers"), ("0,0,1,1,1", "four numbers"),
+                       ("nan,0,1,1", "four numbers"), ("", "four numbers")]:
+        code, out, err = run(capsys, "search", query, "--index", idx, "--box", box)
+        assert code == 1 and "--box" in err and words in err, (box, err)
+        assert "Traceback" not in err and out == ""

@@ -11,7 +11,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from .support import CatalogTestCase, on_postgresql, query_photo
+from .support import CatalogTestCase, jpeg_bytes, on_postgresql, query_photo
 
 RESULT_KEYS = {"item_id", "title", "category", "price", "shop", "url", "image_url", "score"}
 
@@ -200,6 +200,23 @@ class ApiTests(CatalogTestCase):
         self.assertNotIn("disk", body["error"])  # details go to the log, not to the caller
         page = self.client.get("/no-such-page/")
         self.assertEqual((page.status_code, page["Content-Type"].split(";")[0]), (404, "text/html"))
+
+
+    def test_a_box_searches_that_part_of_the_photo(self):
+        from tests.test_cli import side_by_side
+        from tests.conftest import real_photo
+
+        both = side_by_side(real_photo("coffee"), real_photo("rocket"))
+        half = real_photo("coffee").width * 300 / real_photo("coffee").height / both.width
+        data = jpeg_bytes(both, 85)
+        for box, item in ((f"0,0,{half:.3f},1", "coffee-1"), (f"{half:.3f},0,1,1", "rocket-1")):
+            response = self.api.post("/api/search", {"image": photo(data), "box": box, "k": 1}, format="multipart")
+            self.assertEqual(response.json()["results"][0]["item_id"], item, box)
+
+    def test_bad_boxes_are_json_400(self):
+        for box in ("0,0,2,1", "1,0,0,1", "x,0,1,1", "0,0,1", "0,0,0,0"):
+            self.assertError(self.api.post("/api/search", {"image": photo(), "box": box}, format="multipart"),
+                             400, "box")
 
 
 ApiTestsOnPostgreSQL = on_postgresql(ApiTests)

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from rest_framework import serializers
 
+from jiansuo.images import Box
 from jiansuo.web.catalog.models import Product
 from jiansuo.web.catalog.search import Filters, ProductHit
 
@@ -32,6 +33,17 @@ class FilterSerializer(serializers.Serializer):
 
 class SearchRequestSerializer(FilterSerializer):
     image = serializers.FileField(help_text="the query photo (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+    box = serializers.CharField(required=False, allow_blank=True, max_length=100,
+                                help_text="search with this part of the photo only: x0,y0,x1,y1 as fractions of "
+                                          "its width and height (0-1), e.g. 0.5,0,1,1 for the right half")
+
+    def validate_box(self, value: str) -> Box | None:
+        if not value:
+            return None
+        try:
+            return Box.parse(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class ResultSerializer(serializers.Serializer):

@@ -47,7 +47,7 @@ def search(request: Request) -> Response:
     params = SearchRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
     try:
-        vector = photo_vector(upload_bytes(params.validated_data["image"]))
+        vector = photo_vector(upload_bytes(params.validated_data["image"]), box=params.validated_data.get("box"))
     except DjangoValidationError as exc:
         error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
         raise error(exc.messages[0]) from None

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 import numpy as np
 from PIL import Image
 
-from jiansuo.images import ImageError, load_image
+from jiansuo.images import Box, ImageError, load_image
 
 from .middleware import too_large_message
 from .models import Product
@@ -40,11 +40,11 @@ def read_photo(upload) -> Image.Image:
     return decode_photo(upload_bytes(upload))
 
 
-def photo_vector(data: bytes) -> np.ndarray:
-    """The query vector of photo bytes (decoded once, as the CLI decodes a file); ValidationError
-    (code="not_an_image") when they are not a usable image."""
+def photo_vector(data: bytes, box: Box | None = None) -> np.ndarray:
+    """The query vector of photo bytes, or of their part ``box`` (decoded once, as the CLI decodes a
+    file); ValidationError (code="not_an_image") when they are not a usable image."""
     try:
-        return embed(data)
+        return embed(data, box=box)
     except ImageError as exc:
         raise _not_an_image(exc) from None
 

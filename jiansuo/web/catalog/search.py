@@ -30,6 +30,7 @@ from django.db.models import Q
 
 from jiansuo.features import Extractor, cached_extractor
 from jiansuo.features.batching import BatchingExtractor
+from jiansuo.images import Box
 from jiansuo.pipeline import embed_query
 from jiansuo.search import Allowed, Hit, SqlRows, VectorStore
 
@@ -152,9 +153,10 @@ def _on_setting_changed(setting: str, **_kwargs) -> None:
 setting_changed.connect(_on_setting_changed)
 
 
-def embed(source) -> np.ndarray:
-    """The feature vector of one query photo (bytes, a path or a decoded image), as the CLI computes it."""
-    return embed_query(get_extractor(), source)
+def embed(source, box: Box | None = None) -> np.ndarray:
+    """The feature vector of one query photo (bytes, a path or a decoded image), or of its part
+    ``box``, as the CLI computes it."""
+    return embed_query(get_extractor(), source, box=box)
 
 
 # ------------------------------------------------------------------ searching
