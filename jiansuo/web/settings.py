@@ -43,6 +43,11 @@ JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
 JIANSUO_TASK_PHOTOS            photos per indexing task (64)
 JIANSUO_TASK_VISIBILITY_TIMEOUT  seconds after which a task of a vanished worker runs again (900)
 JIANSUO_HISTORY_DAYS           days a signed-in user's past searches ("My searches") are kept (30)
+JIANSUO_MIN_SIMILARITY         cosine similarity a result needs to be shown on the site's pages (search
+                               results, "similar products"), and the API's default ``min_score``;
+                               below it a product is no close match. -1 shows everything (0.62)
+JIANSUO_VERY_SIMILAR           cosine similarity from which a result is labelled "very similar" rather
+                               than "similar" (0.91)
 JIANSUO_CAPTCHA_AUDIO          1 offers the registration captcha as speech too, when ``flite`` is
                                installed (1)
 =============================  ==================================================================
@@ -218,6 +223,16 @@ if JIANSUO_SEARCH_MODE not in ("auto", "exact", "ann", "hash", "pca"):
 JIANSUO_SEARCH_EF = int(_env("JIANSUO_SEARCH_EF", "0"))
 JIANSUO_SEARCH_CANDIDATES = int(_env("JIANSUO_SEARCH_CANDIDATES", "0"))
 JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")  # the CLI reads the same variable
+# Honest similarity: the pages show only results at or above JIANSUO_MIN_SIMILARITY (else "no close
+# match"), labelled "very similar" from JIANSUO_VERY_SIMILAR and "similar" below it. The defaults are
+# calibrated for the default model by bench/similarity.py (cosines of edited copies of a product,
+# other products of its category, other categories and unrelated photos; see its section of
+# bench/RESULTS.md): rerun it after a model or preprocessing change and update them here.
+JIANSUO_MIN_SIMILARITY = float(_env("JIANSUO_MIN_SIMILARITY", "0.62"))
+JIANSUO_VERY_SIMILAR = float(_env("JIANSUO_VERY_SIMILAR", "0.91"))
+if not -1.0 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1.0:
+    raise ImproperlyConfigured("need -1 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1, not "
+                               f"{JIANSUO_MIN_SIMILARITY} and {JIANSUO_VERY_SIMILAR}")
 JIANSUO_EMBED_BATCH = int(_env("JIANSUO_EMBED_BATCH", "8"))
 JIANSUO_EMBED_WAIT_MS = float(_env("JIANSUO_EMBED_WAIT_MS", "2"))
 
