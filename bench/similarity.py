@@ -4,7 +4,8 @@
     .venv/bin/python bench/similarity.py --no-write    # print only
 
 Rerun it whenever the model or its preprocessing changes, and copy the two thresholds it prints into
-the defaults in jiansuo/web/settings.py (the one place they live).
+``JIANSUO_CALIBRATED_MIN_SIMILARITY`` and ``JIANSUO_CALIBRATED_VERY_SIMILAR`` in jiansuo/web/settings.py
+(the one place the defaults live).
 
 Every photo takes the site's own path: encoded as the site stores it (a product photo, or a query
 photo shrunk to 640 px), JPEG-decoded as the site decodes it, embedded by the site's model. The
@@ -228,7 +229,7 @@ def current_defaults() -> dict[str, str]:
     text = SETTINGS.read_text()
     found = {}
     for name in ("JIANSUO_MIN_SIMILARITY", "JIANSUO_VERY_SIMILAR"):
-        m = re.search(rf'_env\("{name}", "([0-9.]+)"\)', text)
+        m = re.search(rf"^JIANSUO_CALIBRATED_{name[8:]} = ([0-9.]+)", text, re.MULTILINE)
         found[name] = m.group(1) if m else "?"
     return found
 

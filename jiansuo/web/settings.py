@@ -228,8 +228,10 @@ JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")  # the CLI reads 
 # calibrated for the default model by bench/similarity.py (cosines of edited copies of a product,
 # other products of its category, other categories and unrelated photos; see its section of
 # bench/RESULTS.md): rerun it after a model or preprocessing change and update them here.
-JIANSUO_MIN_SIMILARITY = float(_env("JIANSUO_MIN_SIMILARITY", "0.62"))
-JIANSUO_VERY_SIMILAR = float(_env("JIANSUO_VERY_SIMILAR", "0.91"))
+JIANSUO_CALIBRATED_MIN_SIMILARITY = 0.62
+JIANSUO_CALIBRATED_VERY_SIMILAR = 0.91
+JIANSUO_MIN_SIMILARITY = float(_env("JIANSUO_MIN_SIMILARITY", str(JIANSUO_CALIBRATED_MIN_SIMILARITY)))
+JIANSUO_VERY_SIMILAR = float(_env("JIANSUO_VERY_SIMILAR", str(JIANSUO_CALIBRATED_VERY_SIMILAR)))
 if not -1.0 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1.0:
     raise ImproperlyConfigured("need -1 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1, not "
                                f"{JIANSUO_MIN_SIMILARITY} and {JIANSUO_VERY_SIMILAR}")
