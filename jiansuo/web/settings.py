@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as static files of the site (no CDN)
     "jiansuo.web.catalog",
     "jiansuo.web.api",
     "captcha",
@@ -298,12 +299,27 @@ REST_FRAMEWORK = {
         "user": _env("JIANSUO_API_USER_RATE", "600/min"),
     },
 }
+# The site's own font stack (static/jiansuo/site.css): fonts of the reader's system, none downloaded.
+_SYSTEM_FONTS = ('system-ui, -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", '
+                 '"Noto Sans CJK SC", "Noto Sans SC", sans-serif')
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jiansuo API",
     "DESCRIPTION": "Search a product catalogue by photo.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # /api/docs (Swagger UI) and /api/redoc load nothing from another host (jiansuo.web.api.docs).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "displayRequestDuration": True},
+    "REDOC_UI_SETTINGS": {
+        "expandResponses": "200",
+        "theme": {"typography": {
+            "fontFamily": _SYSTEM_FONTS, "headings": {"fontFamily": _SYSTEM_FONTS},
+            "code": {"fontFamily": 'ui-monospace, "SFMono-Regular", Menlo, monospace'},
+        }},
+    },
 }
 
 # ---------------------------------------------------------------- mail
