@@ -43,6 +43,11 @@ JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
 JIANSUO_TASK_PHOTOS            photos per indexing task (64)
 JIANSUO_TASK_VISIBILITY_TIMEOUT  seconds after which a task of a vanished worker runs again (900)
 JIANSUO_HISTORY_DAYS           days a signed-in user's past searches ("My searches") are kept (30)
+JIANSUO_MIN_SIMILARITY         cosine similarity a result needs to be shown on the site's pages (search
+                               results, "similar products"), and the API's default ``min_score``;
+                               below it a product is no close match. -1 shows everything (0.62)
+JIANSUO_VERY_SIMILAR           cosine similarity from which a result is labelled "very similar" rather
+                               than "similar" (0.91)
 JIANSUO_CAPTCHA_AUDIO          1 offers the registration captcha as speech too, when ``flite`` is
                                installed (1)
 =============================  ==================================================================
@@ -107,6 +112,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as static files of the site (no CDN)
     "jiansuo.web.catalog",
     "jiansuo.web.api",
     "captcha",
@@ -218,6 +224,18 @@ if JIANSUO_SEARCH_MODE not in ("auto", "exact", "ann", "hash", "pca"):
 JIANSUO_SEARCH_EF = int(_env("JIANSUO_SEARCH_EF", "0"))
 JIANSUO_SEARCH_CANDIDATES = int(_env("JIANSUO_SEARCH_CANDIDATES", "0"))
 JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")  # the CLI reads the same variable
+# Honest similarity: the pages show only results at or above JIANSUO_MIN_SIMILARITY (else "no close
+# match"), labelled "very similar" from JIANSUO_VERY_SIMILAR and "similar" below it. The defaults are
+# calibrated for the default model by bench/similarity.py (cosines of edited copies of a product,
+# other products of its category, other categories and unrelated photos; see its section of
+# bench/RESULTS.md): rerun it after a model or preprocessing change and update them here.
+JIANSUO_CALIBRATED_MIN_SIMILARITY = 0.62
+JIANSUO_CALIBRATED_VERY_SIMILAR = 0.91
+JIANSUO_MIN_SIMILARITY = float(_env("JIANSUO_MIN_SIMILARITY", str(JIANSUO_CALIBRATED_MIN_SIMILARITY)))
+JIANSUO_VERY_SIMILAR = float(_env("JIANSUO_VERY_SIMILAR", str(JIANSUO_CALIBRATED_VERY_SIMILAR)))
+if not -1.0 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1.0:
+    raise ImproperlyConfigured("need -1 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1, not "
+                               f"{JIANSUO_MIN_SIMILARITY} and {JIANSUO_VERY_SIMILAR}")
 JIANSUO_EMBED_BATCH = int(_env("JIANSUO_EMBED_BATCH", "8"))
 JIANSUO_EMBED_WAIT_MS = float(_env("JIANSUO_EMBED_WAIT_MS", "2"))
 
@@ -281,12 +299,27 @@ REST_FRAMEWORK = {
         "user": _env("JIANSUO_API_USER_RATE", "600/min"),
     },
 }
+# The site's own font stack (static/jiansuo/site.css): fonts of the reader's system, none downloaded.
+_SYSTEM_FONTS = ('system-ui, -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", '
+                 '"Noto Sans CJK SC", "Noto Sans SC", sans-serif')
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jiansuo API",
     "DESCRIPTION": "Search a product catalogue by photo.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # /api/docs (Swagger UI) and /api/redoc load nothing from another host (jiansuo.web.api.docs).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "displayRequestDuration": True},
+    "REDOC_UI_SETTINGS": {
+        "expandResponses": "200",
+        "theme": {"typography": {
+            "fontFamily": _SYSTEM_FONTS, "headings": {"fontFamily": _SYSTEM_FONTS},
+            "code": {"fontFamily": 'ui-monospace, "SFMono-Regular", Menlo, monospace'},
+        }},
+    },
 }
 
 # ---------------------------------------------------------------- mail

@@ -33,10 +33,13 @@ os.environ.update({
     "JIANSUO_DEMO": "0",
     "JIANSUO_API_ANON_RATE": "100000/min",
     "JIANSUO_API_USER_RATE": "100000/min",
+    # The test catalogue's photos are unrelated to each other: ranking and filter tests see every
+    # product; the threshold's own tests (test_similarity.py) set the calibrated defaults.
+    "JIANSUO_MIN_SIMILARITY": "-1",
 })
 # No broker: photos are embedded in-process unless a test configures one.
 for _name in ("JIANSUO_INDEX", "JIANSUO_MEDIA_ROOT", "JIANSUO_STATIC_ROOT", "JIANSUO_BROKER_URL", "CELERY_BROKER_URL",
-              "JIANSUO_SEARCH_MODE", "JIANSUO_PG_TABLE"):
+              "JIANSUO_SEARCH_MODE", "JIANSUO_PG_TABLE", "JIANSUO_VERY_SIMILAR"):
     os.environ.pop(_name, None)
 
 import dj_database_url  # noqa: E402

@@ -126,7 +126,9 @@ class BrowserTests(CaptchaTestMode, IsolatedSiteMixin, StaticLiveServerTestCase)
         first = page.locator("[data-results] .card").first
         self.assertIn("CN¥129.00", first.inner_text())
         self.assertIn("animals", first.inner_text())
-        self.assertRegex(first.locator(".score").inner_text(), r"^\d+%$")
+        # The likeness in words, the raw cosine on hover.
+        self.assertEqual(first.locator(".score").inner_text(), "Very similar")
+        self.assertRegex(first.locator(".score").get_attribute("title"), r"^Similarity score 0\.\d{3} ")
         self.assertEqual(first.locator(".listing").get_attribute("href"), "https://shop.example.com/cat-1")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "results.png"), full_page=True)

@@ -66,7 +66,7 @@ class SearchPageTests(CatalogTestCase):
         self.assertContains(page, "animals")
         self.assertContains(page, "Test shop")
         self.assertContains(page, 'href="https://shop.example.com/cat-1"')
-        self.assertContains(page, 'class="score"')
+        self.assertContains(page, 'class="score very-similar"')
         # The query photo is shown to its uploader only.
         photo = self.client.get(reverse("catalog:query_image", args=[token]))
         self.assertEqual(photo.status_code, 200)

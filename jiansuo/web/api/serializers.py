@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.utils.functional import lazy
+from django.utils.text import format_lazy
 from rest_framework import serializers
 
 from jiansuo.images import Box
 from jiansuo.web.catalog.models import Product
-from jiansuo.web.catalog.search import Filters, ProductHit
+from jiansuo.web.catalog.search import Filters, ProductHit, match_level
+
+
+# A setting's value in help texts, read when the schema is generated (not when this module is imported).
+_setting = lazy(lambda name: f"{getattr(settings, name):g}", str)
 
 
 class FilterSerializer(serializers.Serializer):
@@ -19,6 +25,11 @@ class FilterSerializer(serializers.Serializer):
                                          min_value=0)
     max_price = serializers.DecimalField(required=False, allow_null=True, max_digits=12, decimal_places=2,
                                          min_value=0)
+    min_score = serializers.FloatField(
+        required=False, min_value=-1, max_value=1,
+        help_text=format_lazy("only products at least this similar (cosine similarity, -1 to 1); defaults to "
+                              "the threshold of this server's pages, JIANSUO_MIN_SIMILARITY ({}); -1 returns the "
+                              "k best whatever their score", _setting("JIANSUO_MIN_SIMILARITY")))
 
     def validate(self, data):
         lo, hi = data.get("min_price"), data.get("max_price")
@@ -29,6 +40,11 @@ class FilterSerializer(serializers.Serializer):
     def filters(self) -> Filters:
         d = self.validated_data
         return Filters(d.get("category") or None, d.get("min_price"), d.get("max_price"))
+
+    def threshold(self) -> float:
+        """The request's ``min_score``, or the site's threshold (read per request, not at import)."""
+        value = self.validated_data.get("min_score")
+        return settings.JIANSUO_MIN_SIMILARITY if value is None else value
 
 
 class SearchRequestSerializer(FilterSerializer):
@@ -56,11 +72,20 @@ class ResultSerializer(serializers.Serializer):
     url = serializers.CharField(help_text="the product's listing")
     image_url = serializers.CharField(help_text="the best-matching photo of the product")
     product_url = serializers.CharField(help_text="the product's page on this site")
-    score = serializers.FloatField(help_text="cosine similarity, higher is more similar")
+    score = serializers.FloatField(help_text="cosine similarity, higher is more similar (1 = identical)")
+    match = serializers.ChoiceField(
+        choices=["very_similar", "similar", "weak"],
+        help_text=format_lazy("the score in words, as the site's pages label it: very_similar from "
+                              "JIANSUO_VERY_SIMILAR ({}), similar from JIANSUO_MIN_SIMILARITY ({}), weak below "
+                              "(returned only when min_score is lower; the pages hide such products)",
+                              _setting("JIANSUO_VERY_SIMILAR"), _setting("JIANSUO_MIN_SIMILARITY")))
 
 
 class SearchResponseSerializer(serializers.Serializer):
-    results = ResultSerializer(many=True)
+    min_score = serializers.FloatField(help_text="the similarity threshold applied (the request's min_score or "
+                                                 "the server's default)")
+    results = ResultSerializer(many=True, help_text="at most k products scoring min_score or more, best first; "
+                                                    "empty when nothing in the catalogue is that similar")
 
 
 class SimilarResponseSerializer(SearchResponseSerializer):
@@ -97,4 +122,5 @@ def hit_data(hit: ProductHit, request) -> dict:
         "image_url": request.build_absolute_uri(default_storage.url(hit.image)),
         "product_url": request.build_absolute_uri(p.get_absolute_url()),
         "score": round(float(hit.score), 4),
+        "match": match_level(hit.score),
     }

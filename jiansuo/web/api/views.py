@@ -43,7 +43,9 @@ _ERRORS = {
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])
 def search(request: Request) -> Response:
-    """The ``k`` products most similar to the uploaded ``image``, best first."""
+    """The ``k`` products most similar to the uploaded ``image``, best first, among those scoring at least
+    ``min_score`` (by default the server's threshold, so a photo unlike anything in the catalogue gets
+    no results)."""
     params = SearchRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
     try:
@@ -51,8 +53,9 @@ def search(request: Request) -> Response:
     except DjangoValidationError as exc:
         error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
         raise error(exc.messages[0]) from None
-    hits = search_products(vector, params.validated_data["k"], params.filters())
-    return Response({"results": [hit_data(h, request) for h in hits]})
+    min_score = params.threshold()
+    hits = search_products(vector, params.validated_data["k"], params.filters(), min_score=min_score)
+    return Response({"min_score": min_score, "results": [hit_data(h, request) for h in hits]})
 
 
 @extend_schema(
@@ -62,12 +65,14 @@ def search(request: Request) -> Response:
 )
 @api_view(["GET"])
 def similar(request: Request, item_id: str) -> Response:
-    """Products that look like ``item_id`` (the product itself excluded), best first."""
+    """Products that look like ``item_id`` (the product itself excluded), best first, among those scoring
+    at least ``min_score`` (by default the server's threshold)."""
     item = _product(item_id)
     params = FilterSerializer(data=request.query_params)
     params.is_valid(raise_exception=True)
-    hits, indexed = similar_products(item, params.validated_data["k"], params.filters())
-    return Response({"item_id": item.item_id, "indexed": indexed,
+    min_score = params.threshold()
+    hits, indexed = similar_products(item, params.validated_data["k"], params.filters(), min_score=min_score)
+    return Response({"item_id": item.item_id, "indexed": indexed, "min_score": min_score,
                      "results": [hit_data(h, request) for h in hits]})
 
 

@@ -163,10 +163,11 @@ def embed(source, box: Box | None = None) -> np.ndarray:
 
 
 def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
-                    exclude: Product | None = None) -> list[ProductHit]:
+                    exclude: Product | None = None, min_score: float | None = None) -> list[ProductHit]:
     """The ``k`` products most similar to ``vector`` among those matching ``filters``, best first.
 
-    A product with several photos counts once, with its best photo's score.
+    A product with several photos counts once, with its best photo's score. With ``min_score``,
+    only products scoring at least that (cosine similarity) are returned.
     """
     if k <= 0:
         return []
@@ -179,14 +180,16 @@ def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
     # photos than products, and more again while the photos found name too few products.
     want = 2 * k + 8
     while True:
-        result = store.search(query, want, mode=settings.JIANSUO_SEARCH_MODE, allowed=allowed, **options)[0]
+        result = store.search(query, want, mode=settings.JIANSUO_SEARCH_MODE, allowed=allowed,
+                              min_score=min_score, **options)[0]
         hits = products_for(result.hits, filters, exclude)
         if len(hits) >= k or len(result.hits) < want:
             return hits[:k]
         want *= 4
 
 
-def similar_products(product: Product, k: int, filters: Filters = Filters()) -> tuple[list[ProductHit], bool]:
+def similar_products(product: Product, k: int, filters: Filters = Filters(), *,
+                     min_score: float | None = None) -> tuple[list[ProductHit], bool]:
     """(hits, indexed): products that look like ``product`` (itself excluded), by its first indexed
     photo; ``indexed`` is False while none of its photos has a vector yet."""
     store = get_store()
@@ -194,8 +197,25 @@ def similar_products(product: Product, k: int, filters: Filters = Filters()) -> 
     indexed = store.contains(files)
     for file in files:
         if file in indexed:
-            return search_products(store.get([file])[0], k, filters, exclude=product), True
+            return search_products(store.get([file])[0], k, filters, exclude=product, min_score=min_score), True
     return [], False
+
+
+def close_matches(hits: list[ProductHit]) -> tuple[list[ProductHit], int]:
+    """(the hits a page shows, how many it hides): those scoring at least ``JIANSUO_MIN_SIMILARITY``
+    are close matches; the others are not worth a shopper's look."""
+    close = [h for h in hits if h.score >= settings.JIANSUO_MIN_SIMILARITY]
+    return close, len(hits) - len(close)
+
+
+def match_level(score: float) -> str:
+    """How alike a result is, in words a shopper gets: ``very_similar`` (from ``JIANSUO_VERY_SIMILAR``),
+    ``similar`` (from ``JIANSUO_MIN_SIMILARITY``) or ``weak`` (below: the pages hide it)."""
+    if score >= settings.JIANSUO_VERY_SIMILAR:
+        return "very_similar"
+    if score >= settings.JIANSUO_MIN_SIMILARITY:
+        return "similar"
+    return "weak"
 
 
 def products_for(photo_hits: list[Hit], filters: Filters = Filters(), exclude: Product | None = None) -> list[ProductHit]:

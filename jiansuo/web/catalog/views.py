@@ -24,7 +24,7 @@ from jiansuo.web.history import store as history
 from .forms import FilterForm, PhotoSearchForm, photo_vector
 from .models import Product
 from .photos import query_photo_path, query_vector, save_query_photo, save_query_vector
-from .search import search_products, similar_products
+from .search import close_matches, search_products, similar_products
 
 # How many query tokens a session remembers (older searches fall out of its history).
 _SESSION_QUERIES = 20
@@ -79,9 +79,10 @@ def results(request: HttpRequest, token: str) -> HttpResponse:
     vector = _query_vector(request, token)
     form = FilterForm(request.GET or None)
     filters = form.filters()
-    hits = search_products(vector, settings.JIANSUO_RESULTS, filters)
+    # Only close matches are shown (JIANSUO_MIN_SIMILARITY); "no close match" when none is.
+    hits, weak = close_matches(search_products(vector, settings.JIANSUO_RESULTS, filters))
     return render(request, "catalog/results.html", {
-        "token": token, "form": form, "hits": hits, "filtered": filters.active,
+        "token": token, "form": form, "hits": hits, "weak": weak, "filtered": filters.active,
         "upload_form": PhotoSearchForm(initial=request.GET),
     })
 
@@ -106,7 +107,9 @@ def product(request: HttpRequest, item_id: str) -> HttpResponse:
     """One product, its photos, and the products that look most like it."""
     item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
     similar, indexed = similar_products(item, settings.JIANSUO_RESULTS // 2)
-    return render(request, "catalog/product.html", {"product": item, "similar": similar, "indexed": indexed})
+    similar, weak = close_matches(similar)
+    return render(request, "catalog/product.html", {"product": item, "similar": similar, "weak": weak,
+                                                    "indexed": indexed})
 
 
 # ------------------------------------------------------------------ query bookkeeping
