@@ -102,7 +102,9 @@ def test_serve_answers_pages_static_files_and_the_api(server):
     status, headers, data = request(port, "POST", "/api/search", body, ctype)
     assert status == 200 and headers["Content-Type"] == "application/json", data
     assert [r["item_id"] for r in json.loads(data)["results"]][0] == "cat-1"
-    text = log.read_text()
+    deadline = time.monotonic() + 10  # the access log line is written just after the answer is sent
+    while '"POST /api/search HTTP/1.1" 200' not in (text := log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert f"with {os.cpu_count()} worker(s)" in text  # one worker process per core by default
     assert '"POST /api/search HTTP/1.1" 200' in text  # the access log
 
