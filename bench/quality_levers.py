@@ -41,6 +41,9 @@ class Framing:
     keep: float = 0.97      # no crop when the box keeps at least this share of the area (nothing to gain)
     plane: bool = True      # backdrop model: a plane per channel fitted to the ring (gradients); else its median
     fill: str = "bg"        # padding when the crop is fitted into the square: "bg" (backdrop colour) or "white"
+    min_luma: float = 100.0  # backdrops darker than this (mean of the backdrop colour's channels) are not framed
+    fill_band: float = 0.12  # pure black/white pixels this close to an edge (share of the side) are rotation or
+    #                          scan fill, neither backdrop nor object (0: off)
 
     def key(self) -> dict:
         return asdict(self)
@@ -59,24 +62,23 @@ def _max_abs_diff(a: np.ndarray, bg) -> np.ndarray:
     return dist
 
 
-def _backdrop_distance(a: np.ndarray, ring: int, tol: float, uniform: float, plane: bool) -> tuple[np.ndarray | None, np.ndarray]:
-    """(per-pixel distance to the backdrop (max over channels, (H, W)) or None when the ring is no backdrop, ring mask).
+def _backdrop_distance(a: np.ndarray, use: np.ndarray, tol: float, uniform: float, plane: bool) -> np.ndarray | None:
+    """Per-pixel distance to the backdrop (max over channels, (H, W)), or None when the ring is no backdrop.
 
-    ``a`` is (3, H, W) float32. The backdrop model is the ring's median colour; when that does not
-    explain ``uniform`` of the ring and ``plane`` is set, a plane per channel (c0 + c1·x + c2·y) fitted
-    to the ring pixels is tried, which follows a studio sweep's gradient.
+    ``a`` is (3, H, W) float32; ``use`` marks the ring pixels that judge the backdrop. The backdrop
+    model is their median colour; when that does not explain ``uniform`` of them and ``plane`` is set, a
+    plane per channel (c0 + c1·x + c2·y) fitted to them is tried, which follows a studio sweep's gradient.
     """
     _, h, w = a.shape
-    mask = _ring_mask(h, w, ring)
-    need = uniform * np.count_nonzero(mask)
-    pix = a[:, mask]                                                 # (3, M)
+    need = uniform * np.count_nonzero(use)
+    pix = a[:, use]                                                  # (3, M)
     med = np.median(pix, axis=1)
     dist = _max_abs_diff(a, med)
-    if np.count_nonzero(dist[mask] <= tol) >= need:
-        return dist, mask
+    if np.count_nonzero(dist[use] <= tol) >= need:
+        return dist
     if not plane:
-        return None, mask
-    yy, xx = np.nonzero(mask)
+        return None
+    yy, xx = np.nonzero(use)
     xs, ys = np.arange(w, dtype=np.float32) / max(w - 1, 1), np.arange(h, dtype=np.float32) / max(h - 1, 1)
     design = np.stack([np.ones(len(xx), np.float32), xs[xx], ys[yy]], axis=1)   # (M, 3)
     # Fit to the ring pixels near the median (an object touching an edge must not tilt the plane),
@@ -85,17 +87,53 @@ def _backdrop_distance(a: np.ndarray, ring: int, tol: float, uniform: float, pla
     coef = None
     for _ in range(2):
         if inl.sum() < 8:
-            return None, mask
+            return None
         d = design[inl]
         try:
             coef = np.linalg.solve(d.T @ d, d.T @ pix[:, inl].T)    # (3 terms, 3 channels)
         except np.linalg.LinAlgError:
-            return None, mask
+            return None
         inl = np.abs(design @ coef - pix.T).max(axis=1) <= tol
     if inl.sum() < need:
-        return None, mask
+        return None
     bg = [coef[0, c] + coef[1, c] * xs[None, :] + coef[2, c] * ys[:, None] for c in range(3)]
-    return _max_abs_diff(a, bg), mask
+    return _max_abs_diff(a, bg)
+
+
+def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float) -> np.ndarray:
+    """The corners a rotation or a scan filled in: pure black or pure white (and their blend with the
+    backdrop along the rotated edge), connected to the image edge, within ``band`` of it. Neither
+    backdrop nor object."""
+    _, h, w = a.shape
+    lo, hi = a.min(axis=0), a.max(axis=0)
+    pure = ring & ((hi <= 24) | (lo >= 245))
+    rest = ring & ~pure
+    if not pure.any() or np.count_nonzero(rest) < 0.3 * np.count_nonzero(ring):
+        return np.zeros((h, w), dtype=bool)       # no fill on the edge (or nothing but: a white/black backdrop)
+    bg = np.median(a[:, rest], axis=1)
+    near = np.zeros((h, w), dtype=bool)
+    bh, bw = max(2, round(band * h)), max(2, round(band * w))
+    near[:bh], near[-bh:], near[:, :bw], near[:, -bw:] = True, True, True, True
+    cand = np.zeros((h, w), dtype=bool)
+    for fill in (0.0, 255.0):
+        if np.abs(bg - fill).max() <= 2 * tol:   # the backdrop itself is this colour: it is no fill
+            continue
+        d = (bg - fill).astype(np.float32)[:, None, None]
+        t = np.clip(((a - fill) * d).sum(axis=0) / float((d * d).sum()), 0.0, 1.0)
+        cand |= np.abs(a - fill - t * d).max(axis=0) <= tol
+    cand &= near & (_max_abs_diff(a, bg) > tol)
+    region = cand & ring
+    for _ in range(max(bh, bw)):                 # grow from the edge through candidate pixels
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= cand
+        if np.array_equal(grown, region):
+            break
+        region = grown
+    return region
 
 
 def object_box(img: Image.Image, f: Framing = Framing()) -> tuple[tuple[int, int, int, int], tuple[int, int, int]] | None:
@@ -110,11 +148,18 @@ def object_box(img: Image.Image, f: Framing = Framing()) -> tuple[tuple[int, int
     if small.mode != "RGB" or min(small.size) <= 2 * f.ring + 2:
         return None
     a = np.asarray(small, dtype=np.float32).transpose(2, 0, 1)       # (3, H, W) view
-    dist, ring = _backdrop_distance(a, f.ring, f.tol, f.uniform, f.plane)
+    ring = _ring_mask(a.shape[1], a.shape[2], f.ring)
+    fill = _fill_region(a, ring, f.tol, f.fill_band) if f.fill_band > 0 else None
+    use = ring if fill is None else ring & ~fill
+    if np.count_nonzero(use) < 0.4 * np.count_nonzero(ring):
+        return None
+    dist = _backdrop_distance(a, use, f.tol, f.uniform, f.plane)
     if dist is None:
         return None
     fg = dist > f.tol
-    fg[ring] = False                                  # the ring is backdrop by decision
+    fg[ring] = False                                  # the ring is backdrop (or fill) by decision
+    if fill is not None:
+        fg &= ~fill
     rows = np.flatnonzero(np.count_nonzero(fg, axis=1) >= f.min_count)
     cols = np.flatnonzero(np.count_nonzero(fg, axis=0) >= f.min_count)
     if len(rows) == 0 or len(cols) == 0:
@@ -127,7 +172,9 @@ def object_box(img: Image.Image, f: Framing = Framing()) -> tuple[tuple[int, int
     box = (max(0, int(x0 - m)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + m))), min(h, int(np.ceil(y1 + m))))
     if (box[2] - box[0]) * (box[3] - box[1]) >= f.keep * w * h:
         return None
-    colour = tuple(int(round(float(np.median(a[c][ring])))) for c in range(3))
+    colour = tuple(int(round(float(np.median(a[c][use])))) for c in range(3))
+    if sum(colour) < 3 * f.min_luma:
+        return None
     return box, colour  # type: ignore[return-value]
 
 
@@ -316,7 +363,12 @@ def alpha_query_expansion(queries: np.ndarray, db: np.ndarray, n: int = 2, alpha
     return l2n(q + _weighted_sum(db, idx, sv, alpha))
 
 
-def two_intent_scores(same: np.ndarray, similar: np.ndarray, threshold: float) -> np.ndarray:
-    """One ranking for both intents: database items whose ``same`` score (a near-duplicate feature) reaches
-    ``threshold`` come first, ordered by it; every other item follows, ordered by ``similar``."""
-    return np.where(same >= threshold, 4.0 + same, similar)
+def two_intent_scores(same: np.ndarray, similar: np.ndarray, threshold: float | None = None, first: int = 1) -> np.ndarray:
+    """One ranking for both intents: the ``first`` nearest items by ``same`` (the near-duplicate feature),
+    and any item whose ``same`` score reaches ``threshold``, come first, ordered by ``same``; every other
+    item follows, ordered by ``similar`` (e.g. after DBA and αQE, or a learnt feature)."""
+    promote = same >= threshold if threshold is not None else np.zeros(same.shape, dtype=bool)
+    if first:
+        idx = np.argpartition(-same, first - 1, axis=1)[:, :first]
+        np.put_along_axis(promote, idx, True, axis=1)
+    return np.where(promote, 4.0 + same, similar)

@@ -174,7 +174,10 @@ def clipart_cutouts(count: int, salt: str) -> list[tuple[str, Image.Image]]:
 
 
 def real_photos() -> list[tuple[str, Image.Image]]:
-    """Distinct real photos and wallpapers bundled in packages, as RGB images (at most 1600 px a side)."""
+    """Distinct real photos and wallpapers bundled in packages, as RGB images (at most 1600 px a side).
+
+    Distinct: byte-identical files (desktop-base's active theme, joy and joy-inksplat) count once, and
+    of GNOME's light/dark pairs of one design only the light one is used."""
     from skimage import data
 
     out: list[tuple[str, Image.Image]] = []
@@ -204,7 +207,9 @@ def real_photos() -> list[tuple[str, Image.Image]]:
     files = [sk / "china.jpg", sk / "flower.jpg", mpl / "grace_hopper.jpg", mpl / "Minduka_Present_Blue_Pack.png",
              mpl / "logo2.png"]
     gnome = Path("/usr/share/backgrounds/gnome")
-    files += sorted(gnome.glob("*.webp"))
+    # GNOME's wallpapers come in a light (-l) and a dark (-d) colouring of one design: one of each design,
+    # and not vnc or symbolic (flat grey / flat green: no content to find a copy by).
+    files += [gnome / f"{n}-l.webp" for n in ("adwaita", "grid", "licorice", "pixels", "truchet", "wood")]
     files += [Path("/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_1920x1080.png")]
     files += sorted(Path("/usr/share/desktop-base").glob("*-theme/grub/grub-16x9.png"))
     seen: set[str] = set()
