@@ -105,12 +105,20 @@ def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float) -> np
     backdrop along the rotated edge), connected to the image edge, within ``band`` of it. Neither
     backdrop nor object."""
     _, h, w = a.shape
+    none = np.zeros((h, w), dtype=bool)
     lo, hi = a.min(axis=0), a.max(axis=0)
-    pure = ring & ((hi <= 24) | (lo >= 245))
-    rest = ring & ~pure
-    if not pure.any() or np.count_nonzero(rest) < 0.3 * np.count_nonzero(ring):
-        return np.zeros((h, w), dtype=bool)       # no fill on the edge (or nothing but: a white/black backdrop)
+    black, white = hi <= 24, lo >= 245
+    rest = ring & ~black
+    if np.count_nonzero(rest) < 0.3 * np.count_nonzero(ring):
+        return none                               # a black backdrop, or black all round: nothing to tell apart
     bg = np.median(a[:, rest], axis=1)
+    if bg.min() < 240:                            # not a white backdrop: pure white on the edge is fill too
+        rest &= ~white
+        if np.count_nonzero(rest) < 0.3 * np.count_nonzero(ring):
+            return none
+        bg = np.median(a[:, rest], axis=1)
+    if np.count_nonzero(rest) == np.count_nonzero(ring):
+        return none                               # no fill on the edge
     near = np.zeros((h, w), dtype=bool)
     bh, bw = max(2, round(band * h)), max(2, round(band * w))
     near[:bh], near[-bh:], near[:, :bw], near[:, -bw:] = True, True, True, True
