@@ -91,12 +91,22 @@ def _cmd_index(args) -> int:
         store = _open_store(args.index)
     except IndexError_:
         store = None  # none yet: created below for the chosen model
-    if store is not None and args.rebuild:
-        extractor = get_extractor(args.model or store.model["name"], weights=args.weights)
-        forgotten = store.reset(extractor.describe())
-        print(f"rebuilding: forgot {forgotten} vectors", file=sys.stderr)
-    elif store is not None:
-        extractor = _extractor_for(store, args.model, args.weights)
+    if store is not None:
+        if args.model and args.model != store.model["name"] and not args.rebuild:
+            raise CLIError(f"index {store.location} was built with --model {store.model['name']}; "
+                           f"use that, or --rebuild to embed every image again with {args.model}")
+        extractor = get_extractor(args.model or store.model["name"],
+                                  weights=args.weights or store.meta().get("weights") or None)
+        try:
+            store.check_model(extractor.describe())
+            stale = args.rebuild
+        except IndexError_:  # the same model, prepared an older way: its vectors cannot be mixed with new ones
+            stale = True
+            print(f"index {store.location} was built with an older version of {extractor.name} or of the way "
+                  "images are prepared for it: embedding every image again", file=sys.stderr)
+        if stale:
+            forgotten = store.reset(extractor.describe())
+            print(f"rebuilding: forgot {forgotten} vectors", file=sys.stderr)
     else:
         extractor = get_extractor(args.model or DEFAULT_MODEL, weights=args.weights)
         store = open_store(args.index, model=extractor.describe(), dtype=args.dtype)
@@ -203,6 +213,9 @@ def _add_search(sub) -> None:
                    help=f"write a contact sheet image of the results (of the first {SHEET_MAX_QUERIES} queries)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="queries embedded and searched together; memory stays bounded for any number of queries")
+    p.add_argument("--intent", choices=["both", "same", "similar"], default="both",
+                   help="both (default): the product itself first (and near-copies), then products like it; "
+                        "same: plain nearest neighbours (e.g. to find duplicates); similar: products like it")
     p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
                    help="search with this part of each query photo only: its corners as fractions of the "
                         "width and height (0-1), e.g. 0.5,0,1,1 for the right half")
@@ -228,6 +241,7 @@ def _search_options(args) -> dict:
 def _cmd_search(args) -> int:
     from .images import Box
     from .pipeline import embed_files
+    from .search.ranking import rank
 
     if args.top_k < 1 or args.batch_size < 1:
         raise CLIError("--top-k and --batch-size must be at least 1")
@@ -248,7 +262,8 @@ def _cmd_search(args) -> int:
         for infos, vectors in embed_files(extractor, files, batch_size=args.batch_size, progress=False,
                                           skipped=failed, box=box):
             out.errors(failed)
-            results = store.search(vectors, args.top_k, mode=args.mode, min_score=args.min_score, **options)
+            results = rank(store, vectors, args.top_k, intent=args.intent, mode=args.mode, min_score=args.min_score,
+                           **options)
             for info, result in zip(infos, results):
                 out.result(info.id, result)
                 if args.sheet and len(sheet_rows) < SHEET_MAX_QUERIES:
@@ -427,15 +442,15 @@ def _cmd_train_hash(args) -> int:
                               rerank=args.rerank or "input")
             n_labels = 0
         else:
-            from .hashing.train import train_supervised
+            from .hashing.train import train_judged
 
             items = (labelled.from_folder(args.labelled) if args.labelled is not None
                      else labelled.from_csv(args.labels, store))
             feats, labels = labelled.features_for(store, items, lambda: _extractor_for(store, None, None),
                                                   progress=not args.no_progress, skipped=skipped)
             n_labels = len(set(labels))
-            layer = train_supervised(feats, labels, bits, hidden=tuple(args.hidden), epochs=args.epochs,
-                                     rerank=args.rerank or "hidden", seed=args.seed, progress=not args.no_progress)
+            layer = train_judged(feats, labels, bits, hidden=tuple(args.hidden), epochs=args.epochs,
+                                 rerank=args.rerank or "hidden", seed=args.seed, progress=not args.no_progress)
         coded = store.set_hash_layer(layer, progress=not args.no_progress)
         summary = {**describe(layer), "labels": n_labels, "coded_images": coded,
                    "skipped": [{"path": p, "reason": r} for p, r in skipped],
@@ -452,6 +467,11 @@ def _cmd_train_hash(args) -> int:
     else:
         what += f" on {layer.info['trained_on']} images (no labels)"
     print(f"trained {what} in {summary['seconds']:.1f}s; codes for {coded} images")
+    judged = layer.info.get("judgement")
+    if judged:
+        print(f"held-out photos ({layer.info['judged_on']}): mAP@100 {judged['expanded']['map100']:.3f} with query "
+              f"expansion, {judged['learned']['map100']:.3f} with the learnt feature; searches rank products like "
+              f"the query by the {'learnt feature' if layer.info['similar_ranking'] == 'learned' else 'expanded query'}")
     print(f"search with: jiansuo search QUERY --index {args.index} --mode hash")
     return EXIT_OK
 

@@ -172,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = build_catalogue(data_dir / "catalogue", args.items)
     samples = write_query_samples(data_dir)
     print("[3/4] importing and indexing it (only what changed since the last run)", flush=True)
+    from jiansuo.index import IndexError_
+    from jiansuo.web.catalog import search
+
+    try:
+        search.get_store()
+    except IndexError_:  # an earlier demo's index, from an older version: embed the catalogue again
+        from jiansuo.web.catalog.services import rebuild_store
+
+        print(f"      the index is from an older version: forgot its {rebuild_store()} vectors", flush=True)
     call_command("import_catalog", str(catalogue))
     # Products from an earlier, larger demo run are not in this catalogue: remove them.
     from jiansuo.web.catalog import services

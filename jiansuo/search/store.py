@@ -89,8 +89,8 @@ class VectorStore(ABC):
                 f"{self.location} was built with an older way of preparing images for "
                 f"{mine['name']} (version {mine['version']}: {mine['preprocessing']!r}); this version of "
                 f"jiansuo prepares them as {theirs['preprocessing']!r} (version {theirs['version']}). "
-                f"Its vectors cannot be mixed with new ones: re-index (jiansuo index PHOTOS --index "
-                f"{self.location} --rebuild; for the site, python -m jiansuo.web sync_index --rebuild)."
+                f"Its vectors cannot be mixed with new ones: re-index (jiansuo index PHOTOS --index LOCATION "
+                f"embeds every image again; for the site, python -m jiansuo.web sync_index --rebuild)."
             )
         raise IndexError_(
             f"{self.location} was built with model {mine['name']!r} (version {mine['version']}, {mine['dim']}-d); "

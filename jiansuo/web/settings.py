@@ -131,6 +131,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "jiansuo.web.catalog.middleware.StoreErrorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -229,8 +230,8 @@ JIANSUO_PG_TABLE = _env("JIANSUO_PG_TABLE", "jiansuo_vectors")  # the CLI reads 
 # calibrated for the default model by bench/similarity.py (cosines of edited copies of a product,
 # other products of its category, other categories and unrelated photos; see its section of
 # bench/RESULTS.md): rerun it after a model or preprocessing change and update them here.
-JIANSUO_CALIBRATED_MIN_SIMILARITY = 0.62
-JIANSUO_CALIBRATED_VERY_SIMILAR = 0.91
+JIANSUO_CALIBRATED_MIN_SIMILARITY = 0.64
+JIANSUO_CALIBRATED_VERY_SIMILAR = 0.88  # also the core ranking's jiansuo.search.ranking.SAME_SCORE
 JIANSUO_MIN_SIMILARITY = float(_env("JIANSUO_MIN_SIMILARITY", str(JIANSUO_CALIBRATED_MIN_SIMILARITY)))
 JIANSUO_VERY_SIMILAR = float(_env("JIANSUO_VERY_SIMILAR", str(JIANSUO_CALIBRATED_VERY_SIMILAR)))
 if not -1.0 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1.0:

@@ -100,7 +100,7 @@ class PgVectorStoreTests(SearchHelpers, OnPostgreSQL, CatalogTestCase):
         self.assertIn(f"{self.vector_table}_embedding_hnsw", plan)
         self.assertIn("catalog_product", plan)  # the filter is part of the same statement
         with override_settings(JIANSUO_SEARCH_MODE="ann"):
-            hits = search_products(vector, 5, filters)
+            hits = search_products(vector, 5, filters, intent="same")  # the plain ranking: by score alone
             # A filter that leaves two products: the scan goes on until it has found them (iterative scan).
             posters = search_products(vector, 5, Filters(category="posters"))
         expected = ["astro-1", "cat-1", "cells-1", "coffee-1", "stars-1", "wheel-1"]
@@ -115,7 +115,7 @@ class PgVectorStoreTests(SearchHelpers, OnPostgreSQL, CatalogTestCase):
 
     def test_scores_are_cosine_similarities_of_the_stored_vectors(self):
         vector = self.query_vector("rocket")
-        hits = search_products(vector, len(CATALOGUE))
+        hits = search_products(vector, len(CATALOGUE), intent="same")
         self.assertEqual([h.product.item_id for h in hits], self.exact_order(vector, self.products))
         for hit in hits:
             expected = float(get_store().get([hit.image])[0] @ vector)

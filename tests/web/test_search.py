@@ -6,6 +6,9 @@ import contextlib
 import io
 import json
 import os
+
+import numpy as np
+from django.core.management import call_command
 from decimal import Decimal
 from pathlib import Path
 from unittest import mock
@@ -18,7 +21,7 @@ from rest_framework.test import APIClient
 from jiansuo.cli import main
 from jiansuo.web.catalog import services
 from jiansuo.web.catalog.models import Product, ProductImage
-from jiansuo.web.catalog.search import Filters, embed, get_store, search_products
+from jiansuo.web.catalog.search import Filters, embed, get_store, reset_store, search_products
 from tests.conftest import real_photo
 
 from .support import CATALOGUE, CatalogTestCase, IsolatedSiteMixin, add_product, on_postgresql, query_photo
@@ -110,8 +113,11 @@ class FilterTests(CatalogTestCase):
         for mode in ("exact", "ann"):
             with override_settings(JIANSUO_SEARCH_MODE=mode):
                 for filters in cases:
-                    hits = search_products(vector, len(CATALOGUE), filters)
+                    hits = search_products(vector, len(CATALOGUE), filters, intent="same")
                     self.assertEqual([h.product.item_id for h in hits], self.expected(vector, filters), (mode, filters))
+                    default = search_products(vector, len(CATALOGUE), filters)  # same products, other order
+                    self.assertEqual(sorted(h.product.item_id for h in default), sorted(self.expected(vector, filters)))
+                    self.assertEqual(default[:1], hits[:1])
 
     def test_a_filter_follows_changes_to_the_catalogue(self):
         vector = embed(query_photo("rocket"))
@@ -145,3 +151,66 @@ class FilterTests(CatalogTestCase):
 
 
 FilterTestsOnPostgreSQL = on_postgresql(FilterTests)
+
+
+class CategoryLayerTests(IsolatedSiteMixin, TransactionTestCase):
+    """``train_hash --categories``: a supervised layer on the products' categories, judged on held-out photos."""
+
+    def setUp(self):
+        from jiansuo.datasets import fashion_mnist
+        from jiansuo.demo import product_photo
+
+        images, labels = fashion_mnist.load("test")
+        rng = np.random.default_rng(0)
+        n = 0
+        for label, category in ((0, "T-shirts"), (1, "trousers"), (7, "sneakers")):
+            for i in rng.choice(np.flatnonzero(labels == label), 50, replace=False):
+                add_product(f"fm-{n}", product_photo(images[i], (40 + 20 * label, 90, 160)), category, "20.00")
+                n += 1
+        services.sync_index()
+
+    def test_the_layer_is_trained_judged_and_used_by_searches(self):
+        out = io.StringIO()
+        call_command("train_hash", "--categories", "--epochs", "30", stdout=out)
+        layer = get_store().hash_layer()
+        self.assertEqual((layer.kind, layer.bits), ("supervised", 128))
+        self.assertEqual(len(layer.info["classes"]), 3)
+        self.assertIn("held-out photos", out.getvalue())
+        self.assertIn(layer.info["similar_ranking"], ("learned", "expanded"))
+        probe = Product.objects.get(item_id="fm-60").images.get()
+        hits = search_products(get_store().get([probe.file])[0], 10)
+        self.assertEqual(hits[0].product.item_id, "fm-60")
+        self.assertGreaterEqual(sum(h.product.category == "trousers" for h in hits), 8)
+
+
+CategoryLayerTestsOnPostgreSQL = on_postgresql(CategoryLayerTests)
+
+
+class StaleStoreTests(CatalogTestCase):
+    """A store built with an older way of preparing images is refused with what to do, never mixed."""
+
+    def test_pages_and_the_api_say_the_index_must_be_rebuilt(self):
+        store = get_store()
+        old = {**store.model, "version": "1", "preprocessing": "an older way"}
+        store.set_meta("model", json.dumps(old, sort_keys=True))
+        reset_store()
+        self.login()
+        with open(self.site_dir / "q.jpg", "wb") as fh:
+            fh.write(query_photo("chelsea"))
+        api = APIClient()
+        api.force_authenticate(self.user)
+        with open(self.site_dir / "q.jpg", "rb") as fh:
+            response = api.post("/api/search", {"image": fh}, format="multipart")
+        self.assertEqual(response.status_code, 503)
+        self.assertIn("sync_index --rebuild", response.json()["error"])
+        page = self.client.get("/products/cat-1/")
+        self.assertEqual(page.status_code, 503)
+        self.assertContains(page, "sync_index --rebuild", status_code=503)
+        out = io.StringIO()
+        call_command("sync_index", "--rebuild", "--no-progress", stdout=out)
+        self.assertIn(f"forgot {len(CATALOGUE)} vectors", out.getvalue())
+        self.assertEqual(self.client.get("/products/cat-1/").status_code, 200)
+        self.assertEqual(len(get_store()), len(CATALOGUE))
+
+
+StaleStoreTestsOnPostgreSQL = on_postgresql(StaleStoreTests)

@@ -160,7 +160,7 @@ class HonestSimilarityTests(CatalogTestCase):
         self.assertEqual(len(everything["results"]), 5)
         self.assertEqual([r["match"] for r in everything["results"]], ["very_similar", "similar"] + ["weak"] * 3)
         self.assertTrue(all(r["score"] < settings.JIANSUO_MIN_SIMILARITY for r in everything["results"][2:]))
-        strict = self.api_search(api, min_score="0.9").json()
+        strict = self.api_search(api, min_score=str(settings.JIANSUO_VERY_SIMILAR)).json()
         self.assertEqual([r["item_id"] for r in strict["results"]], ["cat-1"])
 
     def test_api_similar_min_score(self):

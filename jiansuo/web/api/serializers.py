@@ -9,6 +9,7 @@ from django.utils.text import format_lazy
 from rest_framework import serializers
 
 from jiansuo.images import Box
+from jiansuo.search.ranking import INTENTS
 from jiansuo.web.catalog.models import Product
 from jiansuo.web.catalog.search import Filters, ProductHit, match_level
 
@@ -49,6 +50,11 @@ class FilterSerializer(serializers.Serializer):
 
 class SearchRequestSerializer(FilterSerializer):
     image = serializers.FileField(help_text="the query photo (JPEG, PNG, WebP, GIF, BMP or TIFF)")
+    intent = serializers.ChoiceField(
+        choices=INTENTS, required=False, default="both",
+        help_text="both (default): the photographed product itself first when the catalogue has it (and "
+                  "near-copies of it), then products like it; same: plain nearest photos (e.g. to find "
+                  "duplicate listings); similar: products like it, ranked by the expanded query")
     box = serializers.CharField(required=False, allow_blank=True, max_length=100,
                                 help_text="search with this part of the photo only: x0,y0,x1,y1 as fractions of "
                                           "its width and height (0-1), e.g. 0.5,0,1,1 for the right half")

@@ -54,7 +54,8 @@ def search(request: Request) -> Response:
         error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
         raise error(exc.messages[0]) from None
     min_score = params.threshold()
-    hits = search_products(vector, params.validated_data["k"], params.filters(), min_score=min_score)
+    hits = search_products(vector, params.validated_data["k"], params.filters(), min_score=min_score,
+                           intent=params.validated_data["intent"])
     return Response({"min_score": min_score, "results": [hit_data(h, request) for h in hits]})
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
 
 # Room for the multipart framing and the other form fields around the file.
 _FORM_OVERHEAD = 64 * 1024
@@ -46,6 +50,31 @@ def _drain(request: HttpRequest, chunk: int = 1 << 20) -> None:
             pass
     except OSError:
         pass  # the client went away: nothing left to answer
+
+
+class StoreErrorMiddleware:
+    """A vector store the site cannot search (built with another model, or an older way of preparing
+    images) answers 503 with what to do, as JSON under /api/ and as a page elsewhere."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from jiansuo.index import IndexError_
+
+        if not isinstance(exception, IndexError_):
+            return None
+        logger.error("the search index cannot be used: %s", exception)
+        message = _("The search index must be rebuilt before the catalogue can be searched: an administrator "
+                    "runs python -m jiansuo.web sync_index --rebuild.")
+        if request.path_info.startswith("/api/"):
+            return JsonResponse({"error": message, "status": 503}, status=503)
+        html = render_to_string("catalog/error.html", {"title": _("Search unavailable"), "message": message},
+                                request=request)
+        return HttpResponse(html, status=503)
 
 
 def too_large_message() -> str:

@@ -33,6 +33,7 @@ from jiansuo.features.batching import BatchingExtractor
 from jiansuo.images import Box
 from jiansuo.pipeline import embed_query
 from jiansuo.search import Allowed, Hit, SqlRows, VectorStore
+from jiansuo.search.ranking import rank
 
 from .models import CatalogVersion, Product, ProductImage
 
@@ -163,8 +164,11 @@ def embed(source, box: Box | None = None) -> np.ndarray:
 
 
 def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
-                    exclude: Product | None = None, min_score: float | None = None) -> list[ProductHit]:
-    """The ``k`` products most similar to ``vector`` among those matching ``filters``, best first.
+                    exclude: Product | None = None, min_score: float | None = None,
+                    intent: str = "both") -> list[ProductHit]:
+    """The ``k`` products most similar to ``vector`` among those matching ``filters``, ranked for
+    ``intent`` as the CLI ranks (:func:`jiansuo.search.ranking.rank`: by default the product itself
+    first, then products like it).
 
     A product with several photos counts once, with its best photo's score. With ``min_score``,
     only products scoring at least that (cosine similarity) are returned.
@@ -180,8 +184,8 @@ def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
     # photos than products, and more again while the photos found name too few products.
     want = 2 * k + 8
     while True:
-        result = store.search(query, want, mode=settings.JIANSUO_SEARCH_MODE, allowed=allowed,
-                              min_score=min_score, **options)[0]
+        result = rank(store, query, want, intent=intent, mode=settings.JIANSUO_SEARCH_MODE, allowed=allowed,
+                      min_score=min_score, **options)[0]
         hits = products_for(result.hits, filters, exclude)
         if len(hits) >= k or len(result.hits) < want:
             return hits[:k]
@@ -219,20 +223,21 @@ def match_level(score: float) -> str:
 
 
 def products_for(photo_hits: list[Hit], filters: Filters = Filters(), exclude: Product | None = None) -> list[ProductHit]:
-    """Photo hits (best first) as product hits: one per product matching ``filters``, best first."""
+    """Photo hits (in ranking order) as product hits matching ``filters``: each product once, where its
+    first photo ranks, with that photo's score."""
+    position = {h.id: n for n, h in reversed(list(enumerate(photo_hits)))}
     score_of = {h.id: h.score for h in photo_hits}
-    keys = list(score_of)
+    keys = list(position)
     photos = ProductImage.objects.filter(filters.q("product__")).select_related("product")
     if exclude is not None:
         photos = photos.exclude(product=exclude)
-    best: dict[int, ProductHit] = {}
+    best: dict[int, tuple[int, ProductHit]] = {}
     for start in range(0, len(keys), _CHUNK):
         for row in photos.filter(file__in=keys[start:start + _CHUNK]):
-            score = score_of[row.file]
             current = best.get(row.product_id)
-            if current is None or score > current.score:
-                best[row.product_id] = ProductHit(row.product, score, row.file)
-    return sorted(best.values(), key=lambda h: (-h.score, h.product.item_id))
+            if current is None or position[row.file] < current[0]:
+                best[row.product_id] = (position[row.file], ProductHit(row.product, score_of[row.file], row.file))
+    return [hit for _, hit in sorted(best.values(), key=lambda p: (p[0], p[1].product.item_id))]
 
 
 def allowed_photos(store: VectorStore, filters: Filters = Filters(), exclude: Product | None = None) -> Allowed:
