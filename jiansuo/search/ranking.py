@@ -11,7 +11,7 @@ ranking has two stages:
 2. every other result by the expanded query (``intent="similar"`` ranks everything this way), or,
    when the store has a supervised hash layer that measurably ranked held-out photos of the
    catalogue's categories better (:func:`learned_ranking_helps`), by that layer's learnt feature,
-   re-ranking the plain search's top :data:`LEARNED_POOL`.
+   re-ranking the plain search's top results (:data:`LEARNED_POOL`, or 4 per result asked for).
 
 Re-listing and copy detection keep the plain ranking's figures; category mAP@R rises from 0.38 to
 0.41 (αQE) or 0.75 (a layer trained on the categories). Database-side augmentation is not used: it
@@ -38,7 +38,8 @@ QE_N, QE_ALPHA = 10, 3.0
 #: or re-uploaded): the site's "very similar" threshold, calibrated by bench/similarity.py (91% of
 #: same-product pairs reach it, 0.01% of other pairs).
 SAME_SCORE = 0.88
-#: Plain results a learnt feature re-ranks (beyond them it would need its own index).
+#: Plain results a learnt feature re-ranks: at least this many, and 4 per result asked for (beyond
+#: them it would need an index of its own).
 LEARNED_POOL = 200
 
 
@@ -58,7 +59,7 @@ def rank(store: VectorStore, queries: np.ndarray, k: int = 10, *, intent: str = 
         return [Result([], 0, store.resolve_mode(mode)) for _ in queries]
     layer = store.hash_layer() if intent != "same" else None
     learned = layer if layer is not None and learned_ranking_helps(layer) else None
-    depth = k if intent == "same" else max(k, QE_N, LEARNED_POOL if learned is not None else 0)
+    depth = k if intent == "same" else max(k, QE_N, max(LEARNED_POOL, 4 * k) if learned is not None else 0)
     plain = store.search(queries, depth, mode=mode, allowed=allowed, **options)
     if intent == "same":
         return [_cut(r.hits, r, k, min_score) for r in plain]
