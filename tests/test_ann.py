@@ -174,7 +174,6 @@ def test_graph_from_another_index_or_unreadable_is_rebuilt(make_index, real_vect
 def test_allowed_mask(make_index, real_vectors, monkeypatch, path):
     if path == "graph filter":  # the catalogue is small: force the in-graph filter
         monkeypatch.setattr(ann, "EXACT_MASK_MAX", 0)
-        monkeypatch.setattr(ann, "EXACT_MASK_SHARE", 0.0)
     index = make_index()
     ids = index.ids()
     mask = np.array([int(i[4:7]) % 3 != 0 for i in ids])

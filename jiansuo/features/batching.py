@@ -5,8 +5,9 @@ threads embed one query photo each serves more queries per second when their pho
 the network together. :class:`BatchingExtractor` wraps an extractor: each thread's
 :meth:`~BatchingExtractor.embed_batch` call is queued, one runner thread takes everything queued
 (waiting up to ``wait_ms`` for more once a first photo is in, at most ``max_batch`` photos), runs one
-inference, and hands each caller its rows. Under light load a photo waits at most ``wait_ms``; under
-heavy load the batches fill up and throughput rises (``bench/site_load.py`` measures both).
+inference, and hands each caller its rows. With no wait (the default), a photo alone is embedded at
+once, and photos that arrive while the network runs share the next call: batches form only under
+load (``bench/site_load.py`` measures the gain).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class BatchingExtractor:
     Everything else (``describe``, ``preprocess``, ``dim``, …) is the wrapped extractor's own.
     """
 
-    def __init__(self, extractor: Extractor, *, max_batch: int = 16, wait_ms: float = 2.0):
+    def __init__(self, extractor: Extractor, *, max_batch: int = 16, wait_ms: float = 0.0):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.extractor = extractor

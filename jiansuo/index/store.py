@@ -68,6 +68,8 @@ class Index:
         self._cache: tuple[list[str], np.ndarray] | None = None
         self._pos: tuple[list[str], dict[str, int]] | None = None
         self._ids: tuple[int, list[str]] | None = None
+        self._len: tuple[int, int] | None = None
+        self._maps: dict[str, np.ndarray] = {}
         meta = self.meta()
         if "model" not in meta or "dim" not in meta:
             # Another process is between creating the tables and writing their first rows.
@@ -142,7 +144,11 @@ class Index:
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            # Counted once per generation: a count scans the table, the generation is one row.
+            gen = self.generation
+            if self._len is None or self._len[0] != gen:
+                self._len = (gen, self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+            return self._len[1]
 
     def __contains__(self, item_id: str) -> bool:
         with self._lock:
@@ -279,11 +285,23 @@ class Index:
                 rows = self._db.execute("SELECT id, segment, row FROM items ORDER BY segment, row").fetchall()
             finally:
                 self._db.execute("COMMIT")
+            live = {r[1] for r in rows}
+            for name in [n for n in self._maps if n not in live]:  # compacted away: let the kernel free it
+                del self._maps[name]
         return gen, [r[0] for r in rows], [r[1] for r in rows], np.fromiter((r[2] for r in rows), np.int64, len(rows))
 
     def segment(self, name: str) -> np.ndarray:
-        """Read-only memory map of one segment file named by :meth:`locations` (FileNotFoundError once compacted away)."""
-        return np.load(self.path / name, mmap_mode="r")
+        """Read-only memory map of one segment file named by :meth:`locations` (FileNotFoundError once compacted away).
+
+        Maps are kept open (a segment never changes once written); one whose file is gone is dropped.
+        """
+        mm = self._maps.get(name)
+        if mm is not None and not (self.path / name).exists():
+            del self._maps[name]
+            mm = None
+        if mm is None:
+            mm = self._maps[name] = np.load(self.path / name, mmap_mode="r")
+        return mm
 
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors of the given ids, in that order (KeyError for an unknown id).
@@ -291,6 +309,10 @@ class Index:
         Read from the segment files' memory maps: a large index need not be loaded for a few vectors.
         """
         ids = list(ids)
+        with self._lock:
+            if self._cache is not None and self._cache_gen == self.generation:  # all in memory already
+                pos = self.positions()
+                return self._cache[1][[pos[i] for i in ids]]
         for attempt in range(3):
             with self._lock:
                 found: dict[str, tuple[str, int]] = {}

@@ -80,6 +80,8 @@ class PgVectorStore(VectorStore):
         self._meta: dict[str, str] | None = None
         self._count: tuple[float, int] | None = None
         self._layer: tuple[int, HashLayer] | None = None
+        self._layer_checked = 0.0
+        self._session_options: dict[int, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- opening
@@ -157,7 +159,7 @@ class PgVectorStore(VectorStore):
         """Delete the store's tables (tests and benchmarks clean up with it)."""
         with self._transaction() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {self.table}, {self.table}_layers, {self.table}_meta")
-        self._meta, self._layer, self._count = None, None, None
+        self._meta, self._layer, self._count, self._layer_checked = None, None, None, 0.0
 
     # ----------------------------------------------------------------- what it holds
 
@@ -211,9 +213,10 @@ class PgVectorStore(VectorStore):
     def get(self, ids: Sequence[str]) -> np.ndarray:
         ids = list(ids)
         rows: dict[str, np.ndarray] = {}
-        with self._cursor() as cur:
+        with self._cursor(binary=True) as cur:
             for start in range(0, len(ids), _CHUNK):
-                cur.execute(f"SELECT id, embedding FROM {self.table} WHERE id = ANY(%s)", [ids[start:start + _CHUNK]])
+                cur.execute(f"SELECT id, embedding FROM {self.table} WHERE id = ANY(%s)", [ids[start:start + _CHUNK]],
+                            binary=True)
                 rows.update((r[0], r[1].to_numpy()) for r in cur)
         missing = next((i for i in ids if i not in rows), None)
         if missing is not None:
@@ -224,9 +227,10 @@ class PgVectorStore(VectorStore):
         return out
 
     def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
-        with self._cursor() as cur:
+        with self._cursor(binary=True) as cur:
             # A seeded order over a hash of the id: repeatable, and no sort of the whole table by random().
-            cur.execute(f"SELECT embedding FROM {self.table} ORDER BY md5(id || %s) LIMIT %s", [str(seed), n])
+            cur.execute(f"SELECT embedding FROM {self.table} ORDER BY md5(id || %s) LIMIT %s", [str(seed), n],
+                        binary=True)
             rows = [r[0].to_numpy() for r in cur]
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
@@ -244,7 +248,7 @@ class PgVectorStore(VectorStore):
             raise IndexError_("refusing to store non-finite feature values")
         if len({i.id for i in infos}) != len(infos):
             raise IndexError_("duplicate ids in one batch")
-        layer = self._current_layer()
+        layer = self._current_layer(fresh=True)
         latents, codes = _encode(layer[1], vectors) if layer else ([None] * len(infos), [None] * len(infos))
         rows = [(i.id, HalfVector(v), lat, code, layer and layer[0], i.size, i.mtime_ns, i.sha256)
                 for i, v, lat, code in zip(infos, vectors, latents, codes)]
@@ -317,8 +321,9 @@ class PgVectorStore(VectorStore):
     def _nearest(self, mode: str, query: np.ndarray, k: int, where: str, params: list,
                  ef: int | None, candidates: int | None) -> tuple[list[tuple[str, float]], int]:
         sql, named, ef, examined = self._statement(mode, query, k, where, params, ef, candidates)
-        with self._transaction() as cur:
-            _set_search_options(cur, ef)
+        # Server-side binding: the query vector travels as binary, not as 1,280 numbers of text.
+        with self._cursor(binary=True) as cur:
+            self._search_options(cur.connection, cur, ef)
             cur.execute(sql, named)
             rows = cur.fetchall()
         if mode == "exact":
@@ -357,23 +362,43 @@ class PgVectorStore(VectorStore):
         where, params = _restriction(allowed)
         sql, named, ef, _ = self._statement(resolved, np.asarray(query, dtype=np.float32), k, where, params,
                                             ef, candidates)
-        with self._transaction() as cur:
-            _set_search_options(cur, ef)
+        with self._cursor(binary=True) as cur:
+            self._search_options(cur.connection, cur, ef)
             cur.execute("EXPLAIN " + sql, named)
             return "\n".join(r[0] for r in cur.fetchall())
 
+    def _search_options(self, conn, cur, ef: int) -> None:
+        """Enough of the HNSW graph for k rows after a restriction, and an iterative scan that goes on until
+        a restricted search has them (pgvector 0.8). Inside the caller's transaction (Django's atomic), for
+        that transaction (SET LOCAL); on an autocommit connection, for the session, once per value: a
+        search is then a single round trip."""
+        if not conn.autocommit:
+            cur.execute("SELECT set_config('hnsw.ef_search', %s, true), "
+                        "set_config('hnsw.iterative_scan', 'relaxed_order', true)", [str(ef)])
+            return
+        key = (conn.info.backend_pid, ef)
+        if self._session_options.get(id(conn)) != key:
+            cur.execute("SELECT set_config('hnsw.ef_search', %s, false), "
+                        "set_config('hnsw.iterative_scan', 'relaxed_order', false)", [str(ef)])
+            self._session_options[id(conn)] = key
+
     # ----------------------------------------------------------------- hash layer
 
-    def _current_layer(self) -> tuple[int, HashLayer] | None:
-        """(id, layer) of the newest layer, cached per process until a newer one appears."""
+    def _current_layer(self, *, fresh: bool = False) -> tuple[int, HashLayer] | None:
+        """(id, layer) of the newest layer, or None. Looked up at most every few seconds (a layer trained
+        by another process is seen that much later) unless ``fresh``; this process's own changes at once."""
+        now = time.monotonic()
+        if not fresh and now - self._layer_checked < _COUNT_TTL:
+            return self._layer
         with self._cursor() as cur:
             cur.execute(f"SELECT max(id) FROM {self.table}_layers")
             newest = cur.fetchone()[0]
             if newest is None:
-                return None
-            if self._layer is None or self._layer[0] != newest:
+                self._layer = None
+            elif self._layer is None or self._layer[0] != newest:
                 cur.execute(f"SELECT data FROM {self.table}_layers WHERE id = %s", [newest])
                 self._layer = (int(newest), HashLayer.from_bytes(bytes(cur.fetchone()[0])))
+        self._layer_checked = now
         return self._layer
 
     def hash_layer(self) -> HashLayer | None:
@@ -395,7 +420,7 @@ class PgVectorStore(VectorStore):
     def recode(self, *, batch: int = 2000, progress: bool = False) -> int:
         """Compute projection and code of the rows not coded with the newest layer; returns how many."""
 
-        current = self._current_layer()
+        current = self._current_layer(fresh=True)
         if current is None:
             return 0
         layer_id, layer = current
@@ -423,7 +448,7 @@ class PgVectorStore(VectorStore):
             cur.execute(f"SELECT count(*), count(layer_id), pg_total_relation_size(%s) FROM {self.table}",
                         [self.table])
             count, coded, size = cur.fetchone()
-        layer = self._current_layer()
+        layer = self._current_layer(fresh=True)
         dim = self.dim
         return {
             "kind": self.kind, "path": self.location, "model": self.model, "dim": dim, "dtype": "float16",
@@ -463,8 +488,18 @@ class PgVectorStore(VectorStore):
         return conn
 
     @contextlib.contextmanager
-    def _cursor(self):
-        with self._conn().cursor() as cur:
+    def _cursor(self, binary: bool = False):
+        """A cursor. ``binary`` gives one with server-side binding, whose ``execute(..., binary=True)`` returns
+        binary results: vectors then load with one buffer copy instead of having their text parsed (the
+        site's Django connection makes client-side-binding cursors, which cannot)."""
+        conn = self._conn()
+        if binary:
+            import psycopg
+
+            with psycopg.Cursor(conn) as cur:
+                yield cur
+            return
+        with conn.cursor() as cur:
             yield cur
 
     @contextlib.contextmanager
@@ -502,13 +537,6 @@ def _restriction(allowed: Allowed) -> tuple[str, list]:
     if isinstance(allowed, np.ndarray) and allowed.dtype == bool:
         raise TypeError("a PostgreSQL store has no row order for a mask: restrict the search with ids or SqlRows")
     return "id = ANY(%s)", [list(allowed)]
-
-
-def _set_search_options(cur, ef: int) -> None:
-    # Per transaction (set_config(..., true) is SET LOCAL): enough of the graph for k rows after a
-    # restriction, and an iterative scan that goes on until a restricted search has them.
-    cur.execute("SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true)", [str(ef)])
 
 
 def _named(where: str) -> str:

@@ -36,7 +36,8 @@ JIANSUO_SEARCH_CANDIDATES      candidates re-ranked by ann/hash/pca searches (0:
 JIANSUO_PG_TABLE               PostgreSQL: the vector store's table (``jiansuo_vectors``)
 JIANSUO_EMBED_BATCH            query photos a web process embeds in one network call when its
                                request threads embed at the same time (8; 1: one at a time)
-JIANSUO_EMBED_WAIT_MS          how long a query photo waits for others to share its call (2)
+JIANSUO_EMBED_WAIT_MS          how long a query photo waits for others to share its call (0: it takes
+                               the photos already waiting, so a photo alone never waits)
 JIANSUO_BROKER_URL             Celery broker (e.g. ``redis://host:6379/0``); set, photos are embedded
                                by worker processes; unset, in the process that stores them
 JIANSUO_TASK_QUEUE             the workers' queue name (``jiansuo-index``)
@@ -238,7 +239,7 @@ if not -1.0 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1.0:
     raise ImproperlyConfigured("need -1 <= JIANSUO_MIN_SIMILARITY <= JIANSUO_VERY_SIMILAR <= 1, not "
                                f"{JIANSUO_MIN_SIMILARITY} and {JIANSUO_VERY_SIMILAR}")
 JIANSUO_EMBED_BATCH = int(_env("JIANSUO_EMBED_BATCH", "8"))
-JIANSUO_EMBED_WAIT_MS = float(_env("JIANSUO_EMBED_WAIT_MS", "2"))
+JIANSUO_EMBED_WAIT_MS = float(_env("JIANSUO_EMBED_WAIT_MS", "0"))
 
 # ---------------------------------------------------------------- accounts
 # Profile photos are private files (served to their owner by a view), like query photos.

@@ -64,6 +64,12 @@ class Filters:
     def active(self) -> bool:
         return bool(self.category) or self.min_price is not None or self.max_price is not None
 
+    def matches(self, product: Product) -> bool:
+        """Whether ``product`` passes the filters (what :meth:`q` selects, checked on one product)."""
+        return ((not self.category or product.category == self.category)
+                and (self.min_price is None or product.price >= self.min_price)
+                and (self.max_price is None or product.price <= self.max_price))
+
 
 @dataclass(frozen=True)
 class ProductHit:
@@ -228,12 +234,13 @@ def products_for(photo_hits: list[Hit], filters: Filters = Filters(), exclude: P
     position = {h.id: n for n, h in reversed(list(enumerate(photo_hits)))}
     score_of = {h.id: h.score for h in photo_hits}
     keys = list(position)
-    photos = ProductImage.objects.filter(filters.q("product__")).select_related("product")
-    if exclude is not None:
-        photos = photos.exclude(product=exclude)
     best: dict[int, tuple[int, ProductHit]] = {}
     for start in range(0, len(keys), _CHUNK):
-        for row in photos.filter(file__in=keys[start:start + _CHUNK]):
+        # Looked up by photo (a few rows of an index) and filtered here: with the filters in the query,
+        # SQLite's planner may walk every product of the category instead.
+        for row in ProductImage.objects.filter(file__in=keys[start:start + _CHUNK]).select_related("product"):
+            if (exclude is not None and row.product_id == exclude.pk) or not filters.matches(row.product):
+                continue
             current = best.get(row.product_id)
             if current is None or position[row.file] < current[0]:
                 best[row.product_id] = (position[row.file], ProductHit(row.product, score_of[row.file], row.file))

@@ -73,7 +73,13 @@ class Command(BaseCommand):
 
 def _warm_up(worker) -> None:
     """gunicorn hook, in each worker before it accepts requests: the model and the index in memory."""
+    from threadpoolctl import threadpool_limits
+
     from jiansuo.web.catalog.search import warm_up
+
+    # A request's products of vectors are small (one query): BLAS threads waking on cores that the
+    # other workers and requests keep busy cost more than they save.
+    threadpool_limits(1, user_api="blas")
 
     try:
         warm_up()
