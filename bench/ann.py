@@ -103,7 +103,7 @@ def make_index(path: Path, size: int, base: np.ndarray, seed: int) -> dict:
     scale, calibration = calibrate_noise(base, rng)
     noise = NoiseModel(base)
     t0 = time.perf_counter()
-    with Index.create(path, model_class(MODEL).describe(), dtype="float16") as index:
+    with Index.create(path, model_class(MODEL).description(), dtype="float16") as index:
         for start in range(0, size, CHUNK):
             m = min(CHUNK, size - start)
             src = rng.integers(0, len(base), m)

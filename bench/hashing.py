@@ -128,7 +128,7 @@ def protocol(args) -> tuple[list[str], dict]:
     }
 
     workdir = Path(tempfile.mkdtemp(prefix="hashbench-", dir=CACHE_DIR))
-    index = Index.create(workdir / "fmnist.idx", model_class(MODEL).describe())
+    index = Index.create(workdir / "fmnist.idx", model_class(MODEL).description())
     ids = [f"{c}/{n:05d}.png" for n, c in enumerate(ytr)]
     for s in range(0, len(ids), 10_000):
         index.add(xtr[s : s + 10_000], [ItemInfo(i) for i in ids[s : s + 10_000]])

@@ -174,6 +174,7 @@ class Method:
     # ranking (jiansuo.search.ranking.rank), "plain" (intent same), "ranking" (the default) or "labels"
     # (the default with a supervised layer trained by train_judged on the category database's labels).
     product: str | None = None
+    precision: str = "fp32"                          # the shipped network's precision (fp32 or int8)
     note: str = ""
     group: str = ""
 
@@ -201,13 +202,13 @@ class SetData:
         self.q_rows = np.array([i for i, r in enumerate(roles) if r == "query"])
 
 
-def product_vectors(folder: Path, manifest: dict, batch: int = 32) -> np.ndarray:
+def product_vectors(folder: Path, manifest: dict, batch: int = 32, precision: str = "fp32") -> np.ndarray:
     """Every manifest entry embedded by the shipped extractor, decoded and prepared as the product does
     (jiansuo.pipeline), cached on disk under the extractor's own description."""
     from jiansuo.features import get_extractor
     from jiansuo.pipeline import decode_for
 
-    ex = get_extractor()
+    ex = get_extractor(precision=precision)
     key = hashlib.sha256(json.dumps(ex.describe(), sort_keys=True).encode()).hexdigest()[:16]
     path = CACHE / "emb" / folder.name / f"product-{key}.npy"
     n = len(manifest["entries"])
@@ -223,7 +224,8 @@ def product_vectors(folder: Path, manifest: dict, batch: int = 32) -> np.ndarray
         for i, x in enumerate(pool.map(lambda c: np.stack([ex.preprocess(decode_for(ex, f)) for f in c]), chunks)):
             out[i * batch : i * batch + len(x)] = ex.embed_batch(x)
             if i % 40 == 0:
-                log(f"    embedding {folder.name} [the product]: {i * batch}/{n} ({time.perf_counter() - start:.0f} s)")
+                log(f"    embedding {folder.name} [the product, {precision}]: {i * batch}/{n} "
+                    f"({time.perf_counter() - start:.0f} s)")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: np.save(fh, out))
     return out
@@ -239,16 +241,16 @@ def product_scores(m: Method, sd: SetData, ctx: "Context") -> np.ndarray:
     from jiansuo.search.folder import FolderStore
     from jiansuo.search.ranking import rank
 
-    x = product_vectors(sd.folder, sd.manifest)
+    x = product_vectors(sd.folder, sd.manifest, precision=m.precision)
     db, q = x[sd.db_rows], x[sd.q_rows]
     depth = 1 if sd.name != "category" else max(np.unique([sd.manifest["entries"][i]["label"] for i in sd.db_rows],
                                                           return_counts=True)[1])
     out = np.full((len(q), len(db)), -np.inf, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
-        with FolderStore.open(Path(tmp) / "db.idx", model=get_extractor().describe()) as store:
+        with FolderStore.open(Path(tmp) / "db.idx", model=get_extractor(precision=m.precision).describe()) as store:
             store.add([ItemInfo(str(n)) for n in range(len(db))], db)
             if m.product == "labels":
-                store.set_hash_layer(ctx.product_layer())
+                store.set_hash_layer(ctx.product_layer(m.precision))
             intent = "same" if m.product == "plain" else "both"
             for s in range(0, len(q), 256):
                 for row, result in zip(range(s, s + 256), rank(store, q[s : s + 256], depth, intent=intent, mode="exact")):
@@ -288,27 +290,27 @@ class Context:
         self.sets = sets
         self._layers: dict[str, object] = {}
 
-    def product_layer(self):
+    def product_layer(self, precision: str = "fp32"):
         """A supervised layer trained as the product trains one (train_judged, 128 bits as the site does) on
         the category database's shipped vectors and labels."""
         from jiansuo.hashing.layer import HashLayer
         from jiansuo.hashing.train import train_judged
 
-        if "product" not in self._layers:
+        if f"product-{precision}" not in self._layers:
             sd = self.sets["category"]
-            x = product_vectors(sd.folder, sd.manifest)[sd.db_rows]
+            x = product_vectors(sd.folder, sd.manifest, precision=precision)[sd.db_rows]
             key = hashlib.sha256(x.tobytes()).hexdigest()[:16]
             path = CACHE / "layers" / f"product-judged128-{key}.npz"
             if path.is_file():
-                self._layers["product"] = HashLayer.load(path)
+                self._layers[f"product-{precision}"] = HashLayer.load(path)
             else:
                 labels = [str(sd.manifest["entries"][i]["label"]) for i in sd.db_rows]
                 log(f"    training the product's supervised 128-bit layer on {len(x)} labelled photos (judged)")
                 layer = train_judged(x, labels, 128, progress=False)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 layer.save(path)
-                self._layers["product"] = layer
-        return self._layers["product"]
+                self._layers[f"product-{precision}"] = layer
+        return self._layers[f"product-{precision}"]
 
     def layer(self, m: Method):
         from jiansuo.hashing.layer import HashLayer
@@ -480,6 +482,10 @@ def methods() -> list[Method]:
                note="jiansuo.search.ranking.rank: the item and near-copies first, the rest by αQE n=10"),
         Method("shipped, with a layer trained on the categories", (), product="labels", group="shipped",
                note="train_judged (128 bits, a fifth of the labels held out to judge), then rank"),
+        Method("shipped default, int8 network", (), product="ranking", precision="int8", group="shipped",
+               note="--precision int8: the statically quantised network (jiansuo.features.quantize)"),
+        Method("shipped, int8, with a layer trained on the categories", (), product="labels", precision="int8",
+               group="shipped"),
     ]
     return ms
 

@@ -105,7 +105,7 @@ def model_key() -> str:
     """The default model's description (name, version, preprocessing): a cached site of another is rebuilt."""
     from jiansuo.features import model_class
 
-    return json.dumps(model_class("efficientnet-lite0").describe(), sort_keys=True)
+    return json.dumps(model_class("efficientnet-lite0").description(), sort_keys=True)
 
 
 def load_site(items: int) -> Path:

@@ -48,6 +48,6 @@ def test_onnx_cache_rebuilt_when_corrupt(tmp_path, monkeypatch):
 
 def test_registry():
     assert {"efficientnet-lite0", "vgg16", "vgg16-fc7"} <= set(available_models())
-    assert model_class("efficientnet-lite0").describe()["dim"] == 1280
+    assert model_class("efficientnet-lite0").description()["dim"] == 1280
     with pytest.raises(ModelError, match="unknown model"):
         get_extractor("resnet-9000")

@@ -261,10 +261,10 @@ def test_preprocessing_is_keras_load_img_and_caffe_mode(files, photos):
     np.testing.assert_array_equal(vgg.preprocess(photos[0])[:, 0, 0], chelsea[0, 0, ::-1] - CAFFE_MEAN_BGR)
 
     # What the index records is known without weights (import-h5 describes the model that way).
-    described = model_class("vgg16").describe()
+    described = model_class("vgg16").description()
     assert described == vgg.describe()
     assert described["dim"] == 512 and "caffe" in described["preprocessing"]
-    assert model_class("vgg16-fc7").describe()["dim"] == 4096
+    assert model_class("vgg16-fc7").description()["dim"] == 4096
 
 
 def test_no_weights_file_says_where_to_get_one():
@@ -329,3 +329,13 @@ def test_replacing_the_weights_file_rebuilds_the_export(tmp_path, photos):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
     second = get_extractor("vgg16", weights=path).embed_images(photos[:1])
     assert float((first @ second.T)[0, 0]) < 0.999
+
+
+def test_vgg16_int8_stays_close_to_float32(files, photos):
+    """The original system's feature in int8 (an option): cosine to float32 on real photos."""
+    fp32 = get_extractor("vgg16", weights=files["keras_notop"])
+    int8 = get_extractor("vgg16", weights=files["keras_notop"], precision="int8")
+    assert int8.describe() == {**fp32.describe(), "precision": "int8"}
+    more = [Image.fromarray(data.coffee()), Image.fromarray(data.rocket())]
+    cosines = np.sum(fp32.embed_images(photos + more) * int8.embed_images(photos + more), axis=1)
+    assert cosines.min() >= 0.98, cosines

@@ -30,6 +30,8 @@ class Extractor(ABC):
     dim: int = 0
     #: Side of the square network input.
     input_size: int = 224
+    #: "fp32", or "int8" for the statically quantised network (:mod:`.quantize`); part of the identity.
+    precision: str = "fp32"
 
     @abstractmethod
     def preprocess(self, img: Image.Image) -> np.ndarray:
@@ -39,15 +41,20 @@ class Extractor(ABC):
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 inputs → (B, dim) float32 L2-normalised features."""
 
-    @classmethod
-    def describe(cls) -> dict:
+    def describe(self) -> dict:
         """What the index records about this extractor, so a mismatch can be detected."""
+        return self.description(self.precision)
+
+    @classmethod
+    def description(cls, precision: str = "fp32") -> dict:
+        """:meth:`describe` of an instance of this class with that precision, without building one."""
         return {
             "name": cls.name,
             "version": cls.version,
             "dim": cls.dim,
             "input_size": cls.input_size,
             "preprocessing": cls.preprocessing(),
+            "precision": precision,
         }
 
     @classmethod
@@ -82,6 +89,9 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 _REGISTRY: dict[str, type[Extractor]] = {}
 
 DEFAULT_MODEL = "efficientnet-lite0"
+#: Network precisions an extractor may run at (see :mod:`.quantize`).
+PRECISIONS = ("fp32", "int8")
+DEFAULT_PRECISION = "fp32"
 
 
 def register(cls: type[Extractor]) -> type[Extractor]:
@@ -105,19 +115,25 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None) -> Extractor:
-    """Build the extractor called ``name``; ``weights`` names a weights file where the model needs one."""
-    return model_class(name)(weights=weights)
+def get_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None,
+                  precision: str | None = None) -> Extractor:
+    """Build the extractor called ``name``; ``weights`` names a weights file where the model needs one,
+    ``precision`` is "fp32" or "int8" (default :data:`DEFAULT_PRECISION`)."""
+    precision = precision or DEFAULT_PRECISION
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    return model_class(name)(weights=weights, precision=precision)
 
 
-_CACHE: dict[tuple[str, str | None], Extractor] = {}
+_CACHE: dict[tuple[str, str | None, str | None], Extractor] = {}
 
 
-def cached_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None) -> Extractor:
+def cached_extractor(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None,
+                     precision: str | None = None) -> Extractor:
     """Like :func:`get_extractor`, but one instance per process (a server loads its model once)."""
-    key = (name, os.fspath(weights) if weights else None)
+    key = (name, os.fspath(weights) if weights else None, precision or DEFAULT_PRECISION)
     if key not in _CACHE:
-        _CACHE[key] = get_extractor(name, weights=weights)
+        _CACHE[key] = get_extractor(name, weights=weights, precision=precision)
     return _CACHE[key]
 
 

@@ -46,23 +46,27 @@ def cached_onnx(
     ``source_key`` identifies the weights (and anything else the graph depends on): a different
     key means a different file, so replacing the weights regenerates the export.
     """
+    key = f"{source_key}|{EXPORT_VERSION}|{input_size}|{output_names}"
+    return cached_model_file(name, key, lambda dest: _export(build, dest, input_size, output_names),
+                             {"source_key": source_key, "export_version": EXPORT_VERSION, "input_size": input_size})
+
+
+def cached_model_file(name: str, key: str, make: Callable[[Path], None], info: dict | None = None) -> Path:
+    """A model file in the cache, made once by ``make(path)`` (an export, a quantization) and checked by
+    its SHA-256 on every use: a missing, stale (other ``key``) or damaged file is made again."""
     folder = config.cache_dir() / "models"
     folder.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{source_key}|{EXPORT_VERSION}|{input_size}|{output_names}".encode()).hexdigest()[:16]
-    onnx_path = folder / f"{name}-{key}.onnx"
-    meta_path = onnx_path.with_suffix(".json")
-    if onnx_path.exists() and meta_path.exists():
+    path = folder / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("sha256") == sha256_file(onnx_path):
-                return onnx_path
+            if json.loads(meta_path.read_text()).get("sha256") == sha256_file(path):
+                return path
         except (OSError, ValueError):
-            pass  # unreadable metadata: fall through and rebuild
-    _export(build, onnx_path, input_size, output_names)
-    meta = {"name": name, "source_key": source_key, "export_version": EXPORT_VERSION,
-            "input_size": input_size, "sha256": sha256_file(onnx_path)}
-    atomic_write(meta_path, json.dumps(meta, indent=1))
-    return onnx_path
+            pass  # unreadable metadata: fall through and make it again
+    make(path)
+    atomic_write(meta_path, json.dumps({"name": name, **(info or {}), "sha256": sha256_file(path)}, indent=1))
+    return path
 
 
 def _export(build: Callable[[], "object"], dest: Path, input_size: int, output_names: tuple[str, ...]) -> None:

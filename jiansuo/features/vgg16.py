@@ -344,15 +344,20 @@ class VGG16(Extractor):
     input_size = 224
     head = "conv5max"
 
-    def __init__(self, weights: str | os.PathLike | None = None):
+    def __init__(self, weights: str | os.PathLike | None = None, precision: str = "fp32"):
         self.weights = resolve_weights(weights)
         self.layout = detect_layout(self.weights)
+        self.precision = precision
         need_fc = self.head == "fc7"
         self.onnx_path = cached_onnx(
             self.name, f"{self.layout}|{self.head}|{file_identity(self.weights)}",
             lambda: build_torch(load_weights(self.weights, need_fc=need_fc), self.head),
             self.input_size,
         )
+        if precision == "int8":
+            from .quantize import int8_onnx
+
+            self.onnx_path = int8_onnx(self.name, self.onnx_path, self.preprocess)
         self.session = ort_session(self.onnx_path)
 
     @property

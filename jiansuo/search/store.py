@@ -79,11 +79,19 @@ class VectorStore(ABC):
         A model differs when its name, version, dimension or preprocessing differ: mixing vectors
         of two of them would rank nonsense, so a mismatch is always refused.
         """
-        keys = ("name", "version", "dim", "preprocessing")
-        mine, theirs = ({k: m.get(k) for k in keys} for m in (self.model, model))
+        keys = ("name", "version", "dim", "preprocessing", "precision")
+        # Stores made before precisions existed hold float32 vectors.
+        mine, theirs = ({k: m.get(k, "fp32" if k == "precision" else None) for k in keys} for m in (self.model, model))
         if mine == theirs:
             return
         changed = [k for k in keys if mine[k] != theirs[k]]
+        if changed == ["precision"]:
+            raise IndexError_(
+                f"{self.location} holds {mine['precision']} vectors of {mine['name']}; {theirs['precision']} ones "
+                f"differ slightly and cannot be mixed with them. Search and add with --precision "
+                f"{mine['precision']} (the CLI does so by itself), or re-index with --rebuild --precision "
+                f"{theirs['precision']}."
+            )
         if changed == ["preprocessing"] or changed == ["version"] or set(changed) == {"version", "preprocessing"}:
             raise IndexError_(
                 f"{self.location} was built with an older way of preparing images for "

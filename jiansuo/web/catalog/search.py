@@ -95,7 +95,8 @@ def get_extractor() -> Extractor:
     request threads share one network call (:class:`~jiansuo.features.batching.BatchingExtractor`).
     """
     global _batcher
-    base = cached_extractor(settings.JIANSUO_MODEL, weights=settings.JIANSUO_MODEL_WEIGHTS)
+    base = cached_extractor(settings.JIANSUO_MODEL, weights=settings.JIANSUO_MODEL_WEIGHTS,
+                            precision=settings.JIANSUO_PRECISION)
     if settings.JIANSUO_EMBED_BATCH <= 1:
         return base
     with _batcher_lock:
@@ -153,7 +154,8 @@ def _django_connection():
 
 
 def _on_setting_changed(setting: str, **_kwargs) -> None:
-    if setting in ("JIANSUO_INDEX_PATH", "JIANSUO_MODEL", "JIANSUO_MODEL_WEIGHTS", "JIANSUO_PG_TABLE"):
+    if setting in ("JIANSUO_INDEX_PATH", "JIANSUO_MODEL", "JIANSUO_MODEL_WEIGHTS", "JIANSUO_PG_TABLE",
+                   "JIANSUO_PRECISION"):
         reset_store()
 
 
