@@ -69,8 +69,9 @@ def _add_index(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="storage type of the vectors in a new index folder (float16 halves memory)")
     p.add_argument("--precision", choices=["fp32", "int8"], default=None,
-                   help="network precision of a new (or --rebuild) index: fp32 (default) or int8, the statically "
-                        "quantised network (about twice as fast; see the README for its measured quality)")
+                   help="network precision of a new index: int8 (the statically quantised network, the default for "
+                        "efficientnet-lite0: about twice as fast, see the README for its measured quality) or fp32; "
+                        "an existing index keeps its own unless --rebuild")
     p.add_argument("--rebuild", action="store_true",
                    help="forget every stored vector and embed the whole folder again (after a model or "
                         "preprocessing change)")
@@ -228,6 +229,9 @@ def _add_search(sub) -> None:
     p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
                    help="search with this part of each query photo only: its corners as fractions of the "
                         "width and height (0-1), e.g. 0.5,0,1,1 for the right half")
+    p.add_argument("--auto-box", action="store_true",
+                   help="search with the part of each photo that matches the catalogue best (the product in a "
+                        "shopper's photo of a room or an outfit); photos that are the product stay whole")
     p.set_defaults(func=_cmd_search)
 
 
@@ -254,6 +258,8 @@ def _cmd_search(args) -> int:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise CLIError("--top-k and --batch-size must be at least 1")
+    if args.box is not None and args.auto_box:
+        raise CLIError("--box and --auto-box: choose one")
     try:
         box = Box.parse(args.box) if args.box is not None else None
     except ValueError as exc:
@@ -271,10 +277,13 @@ def _cmd_search(args) -> int:
         for infos, vectors in embed_files(extractor, files, batch_size=args.batch_size, progress=False,
                                           skipped=failed, box=box):
             out.errors(failed)
+            boxes = [box] * len(infos)
+            if args.auto_box:
+                boxes = _auto_boxes(extractor, store, infos, vectors)
             results = rank(store, vectors, args.top_k, intent=args.intent, mode=args.mode, min_score=args.min_score,
                            **options)
-            for info, result in zip(infos, results):
-                out.result(info.id, result)
+            for info, result, used in zip(infos, results, boxes):
+                out.result(info.id, result, used)
                 if args.sheet and len(sheet_rows) < SHEET_MAX_QUERIES:
                     sheet_rows.append((info.id, result.hits))
         out.errors(failed)
@@ -284,6 +293,23 @@ def _cmd_search(args) -> int:
         contact_sheet(sheet_rows, root, args.sheet)
         print(f"contact sheet: {args.sheet}", file=sys.stderr)
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _auto_boxes(extractor, store, infos, vectors) -> list:
+    """The suggested box of each query (None: searched whole); ``vectors`` are replaced in place by
+    the vectors of the boxes."""
+    from .autobox import catalogue_scores, suggest_box
+    from .pipeline import decode_for, embed_query
+
+    scores = catalogue_scores(store)
+    boxes = []
+    for n, info in enumerate(infos):
+        img = decode_for(extractor, info.id)   # the query's path; it decoded a moment ago
+        box = suggest_box(extractor, img, scores, whole=vectors[n])
+        if box is not None:
+            vectors[n] = embed_query(extractor, img, box)
+        boxes.append(box)
+    return boxes
 
 
 class _SearchOutput:
@@ -308,12 +334,15 @@ class _SearchOutput:
         sys.stdout.write(("," if self.count else "") + "\n" + json.dumps(item, ensure_ascii=False))
         self.count += 1
 
-    def result(self, query: str, result) -> None:
+    def result(self, query: str, result, box=None) -> None:
         if self.as_json:
-            self._json({"query": query, "results": [{"id": h.id, "score": round(h.score, 6)} for h in result.hits],
-                        "candidates": result.candidates, "mode": result.mode})
+            item = {"query": query, "results": [{"id": h.id, "score": round(h.score, 6)} for h in result.hits],
+                    "candidates": result.candidates, "mode": result.mode}
+            if box is not None:
+                item["box"] = str(box)
+            self._json(item)
             return
-        lines = [f"{query}:"] + [f"  {rank:3d}. {h.score:.4f}  {h.id}" for rank, h in enumerate(result.hits, 1)]
+        lines = [f"{query}:" if box is None else f"{query} (box {box}):"] + [f"  {rank:3d}. {h.score:.4f}  {h.id}" for rank, h in enumerate(result.hits, 1)]
         print("\n".join(lines if result.hits else lines + ["  (no results)"]))
 
     def errors(self, failed: list[tuple[str, str]]) -> None:

@@ -25,6 +25,11 @@ def int8():
     return get_extractor(precision="int8")
 
 
+@pytest.fixture(scope="module")
+def fp32():
+    return get_extractor(precision="fp32")
+
+
 def near_copies(name: str):
     img = real_photo(name)
     w, h = img.size
@@ -32,16 +37,16 @@ def near_copies(name: str):
             img.rotate(4, expand=True, fillcolor="white")]
 
 
-def test_int8_features_agree_with_float32(extractor, int8):
+def test_int8_features_agree_with_float32(fp32, int8):
     photos = [real_photo(n) for n in PHOTO_NAMES]
-    cosines = np.sum(extractor.embed_images(photos) * int8.embed_images(photos), axis=1)
+    cosines = np.sum(fp32.embed_images(photos) * int8.embed_images(photos), axis=1)
     assert cosines.min() >= 0.98, dict(zip(PHOTO_NAMES, cosines.round(4)))
-    assert int8.describe() == {**extractor.describe(), "precision": "int8"}
+    assert int8.describe() == {**fp32.describe(), "precision": "int8"}
 
 
-def test_int8_finds_the_same_originals_of_near_copies(extractor, int8):
+def test_int8_finds_the_same_originals_of_near_copies(fp32, int8):
     photos = [real_photo(n) for n in PHOTO_NAMES]
-    for ex in (extractor, int8):
+    for ex in (fp32, int8):
         db = ex.embed_images(photos)
         for name in QUERIES:
             sims = ex.embed_images(near_copies(name)) @ db.T
@@ -69,14 +74,14 @@ def test_the_int8_model_is_made_again_when_missing_damaged_or_stale(tmp_path, mo
     assert len(list(models.glob("efficientnet-lite0-int8-*.onnx"))) == 2
 
 
-def test_a_store_of_one_precision_refuses_vectors_of_the_other(tmp_path, catalog, capsys, extractor, int8):
+def test_a_store_of_one_precision_refuses_vectors_of_the_other(tmp_path, catalog, capsys, fp32, int8):
     idx = tmp_path / "c.idx"
     assert main(["index", str(catalog), "--index", str(idx), "--precision", "int8", "--no-progress"]) == 0
     capsys.readouterr()
     with FolderStore.open(idx) as store:
         assert store.model["precision"] == "int8"
         with pytest.raises(IndexError_, match="holds int8 vectors") as refused:
-            store.check_model(extractor.describe())
+            store.check_model(fp32.describe())
         assert "--precision int8" in str(refused.value) and "--rebuild" in str(refused.value)
     # The CLI searches at the index's own precision by itself.
     query = next(catalog.rglob("chelsea.*"))

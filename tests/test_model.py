@@ -35,12 +35,12 @@ def test_features_are_normalised_and_deterministic(extractor):
 
 def test_onnx_cache_rebuilt_when_corrupt(tmp_path, monkeypatch):
     monkeypatch.setenv("JIANSUO_CACHE", str(tmp_path))
-    first = get_extractor("efficientnet-lite0")
+    first = get_extractor("efficientnet-lite0", precision="fp32")
     [onnx_file] = list((tmp_path / "models").glob("*.onnx"))
     meta = json.loads(onnx_file.with_suffix(".json").read_text())
     assert len(meta["sha256"]) == 64
     onnx_file.write_bytes(b"garbage")  # a half-written or corrupted cache file
-    second = get_extractor("efficientnet-lite0")
+    second = get_extractor("efficientnet-lite0", precision="fp32")
     img = [real_photo("chelsea")]
     np.testing.assert_allclose(first.embed_images(img), second.embed_images(img), atol=1e-5)
     assert onnx_file.stat().st_size > 1_000_000

@@ -15,7 +15,8 @@ JIANSUO_STATIC_ROOT            ``collectstatic`` target (``$JIANSUO_DATA_DIR/sta
 JIANSUO_INDEX                  the search index folder (``$JIANSUO_DATA_DIR/catalog.idx``)
 JIANSUO_MODEL                  feature extractor of a new index (``efficientnet-lite0``)
 JIANSUO_PRECISION              its network precision: ``fp32`` or ``int8`` (the quantised network;
-                               see the README); a store of the other precision must be rebuilt
+                               see the README); unset: the model's default (int8 for
+                               efficientnet-lite0); a store of the other precision must be rebuilt
 JIANSUO_PUBLIC_SEARCH          1 lets visitors search without an account (0)
 JIANSUO_MAX_UPLOAD_MB          largest accepted upload, in MB (10)
 JIANSUO_HTTPS                  1 when served over HTTPS: secure cookies, HSTS, redirect (= not DEBUG)
@@ -213,8 +214,9 @@ FILE_UPLOAD_PERMISSIONS = 0o644
 JIANSUO_INDEX_PATH = Path(_env("JIANSUO_INDEX", str(DATA_DIR / "catalog.idx")))
 JIANSUO_MODEL = _env("JIANSUO_MODEL", "efficientnet-lite0")
 JIANSUO_MODEL_WEIGHTS = _env("JIANSUO_MODEL_WEIGHTS") or None
-JIANSUO_PRECISION = _env("JIANSUO_PRECISION", "fp32")
-if JIANSUO_PRECISION not in ("fp32", "int8"):
+# Empty: the model's own default (int8 for efficientnet-lite0).
+JIANSUO_PRECISION = _env("JIANSUO_PRECISION") or None
+if JIANSUO_PRECISION not in (None, "fp32", "int8"):
     raise ImproperlyConfigured(f"JIANSUO_PRECISION must be fp32 or int8, not {JIANSUO_PRECISION!r}")
 # Uploaded query photos live here (not under MEDIA_ROOT: they are private to the session).
 JIANSUO_QUERY_DIR = DATA_DIR / "queries"

@@ -213,6 +213,23 @@ class ApiTests(CatalogTestCase):
             response = self.api.post("/api/search", {"image": photo(data), "box": box, "k": 1}, format="multipart")
             self.assertEqual(response.json()["results"][0]["item_id"], item, box)
 
+    def test_box_auto_finds_a_product_on_a_wall_and_leaves_a_whole_photo_whole(self):
+        from jiansuo.images import Box
+        from tests.conftest import real_photo
+
+        wall = real_photo("brick").resize((900, 600))
+        wall.paste(real_photo("rocket").resize((220, 330)), (600, 150))   # x 0.67-0.91, y 0.25-0.8
+        response = self.api.post("/api/search", {"image": photo(jpeg_bytes(wall, 85)), "box": "auto", "k": 1},
+                                 format="multipart")
+        body = response.json()
+        self.assertEqual(body["results"][0]["item_id"], "rocket-1")
+        box = Box.parse(body["box"])
+        self.assertTrue(0.67 <= (box.x0 + box.x1) / 2 <= 0.91 and 0.25 <= (box.y0 + box.y1) / 2 <= 0.8, body["box"])
+        auto = self.api.post("/api/search", {"image": photo(), "box": "auto"}, format="multipart").json()
+        whole = self.api.post("/api/search", {"image": photo()}, format="multipart").json()
+        self.assertIsNone(auto["box"])
+        self.assertEqual(auto["results"], whole["results"])
+
     def test_bad_boxes_are_json_400(self):
         for box in ("0,0,2,1", "1,0,0,1", "x,0,1,1", "0,0,1", "0,0,0,0"):
             self.assertError(self.api.post("/api/search", {"image": photo(), "box": box}, format="multipart"),

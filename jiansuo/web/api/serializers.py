@@ -8,6 +8,7 @@ from django.utils.functional import lazy
 from django.utils.text import format_lazy
 from rest_framework import serializers
 
+from jiansuo.autobox import AUTO as AUTO_BOX
 from jiansuo.images import Box
 from jiansuo.search.ranking import INTENTS
 from jiansuo.web.catalog.models import Product
@@ -57,11 +58,15 @@ class SearchRequestSerializer(FilterSerializer):
                   "duplicate listings); similar: products like it, ranked by the expanded query")
     box = serializers.CharField(required=False, allow_blank=True, max_length=100,
                                 help_text="search with this part of the photo only: x0,y0,x1,y1 as fractions of "
-                                          "its width and height (0-1), e.g. 0.5,0,1,1 for the right half")
+                                          "its width and height (0-1), e.g. 0.5,0,1,1 for the right half; "
+                                          "auto: the part that matches the catalogue best (the product in a "
+                                          "photo of a room or an outfit), or the whole photo when it is the product")
 
-    def validate_box(self, value: str) -> Box | None:
+    def validate_box(self, value: str) -> Box | str | None:
         if not value:
             return None
+        if value.strip().lower() == AUTO_BOX:
+            return AUTO_BOX
         try:
             return Box.parse(value)
         except ValueError as exc:
@@ -88,6 +93,8 @@ class ResultSerializer(serializers.Serializer):
 
 
 class SearchResponseSerializer(serializers.Serializer):
+    box = serializers.CharField(allow_null=True, help_text="the part of the photo searched, x0,y0,x1,y1; null: "
+                                                           "the whole photo")
     min_score = serializers.FloatField(help_text="the similarity threshold applied (the request's min_score or "
                                                  "the server's default)")
     results = ResultSerializer(many=True, help_text="at most k products scoring min_score or more, best first; "

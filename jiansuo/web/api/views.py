@@ -11,7 +11,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jiansuo.web.catalog.forms import photo_vector, upload_bytes
+from jiansuo.autobox import AUTO as AUTO_BOX
+from jiansuo.web.catalog.forms import photo_box, photo_vector, upload_bytes
 from jiansuo.web.catalog.models import Product
 from jiansuo.web.catalog.search import search_products, similar_products
 
@@ -48,15 +49,20 @@ def search(request: Request) -> Response:
     no results)."""
     params = SearchRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
+    box = params.validated_data.get("box")
     try:
-        vector = photo_vector(upload_bytes(params.validated_data["image"]), box=params.validated_data.get("box"))
+        data = upload_bytes(params.validated_data["image"])
+        if box == AUTO_BOX:
+            box = photo_box(data)
+        vector = photo_vector(data, box=box)
     except DjangoValidationError as exc:
         error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
         raise error(exc.messages[0]) from None
     min_score = params.threshold()
     hits = search_products(vector, params.validated_data["k"], params.filters(), min_score=min_score,
                            intent=params.validated_data["intent"])
-    return Response({"min_score": min_score, "results": [hit_data(h, request) for h in hits]})
+    return Response({"box": str(box) if box else None, "min_score": min_score,
+                     "results": [hit_data(h, request) for h in hits]})
 
 
 @extend_schema(

@@ -13,7 +13,7 @@ from jiansuo.images import Box, ImageError, load_image
 
 from .middleware import too_large_message
 from .models import Product
-from .search import Filters, embed
+from .search import Filters, auto_box, embed
 
 
 def upload_bytes(upload) -> bytes:
@@ -45,6 +45,14 @@ def photo_vector(data: bytes, box: Box | None = None) -> np.ndarray:
     file); ValidationError (code="not_an_image") when they are not a usable image."""
     try:
         return embed(data, box=box)
+    except ImageError as exc:
+        raise _not_an_image(exc) from None
+
+
+def photo_box(data: bytes) -> Box | None:
+    """The suggested box of photo bytes (None: search it whole); ValidationError like :func:`photo_vector`."""
+    try:
+        return auto_box(data)
     except ImageError as exc:
         raise _not_an_image(exc) from None
 

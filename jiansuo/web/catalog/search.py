@@ -28,10 +28,11 @@ from django.core.signals import setting_changed
 from django.db import connection
 from django.db.models import Q
 
+from jiansuo.autobox import catalogue_scores, suggest_box
 from jiansuo.features import Extractor, cached_extractor
 from jiansuo.features.batching import BatchingExtractor
 from jiansuo.images import Box
-from jiansuo.pipeline import embed_query
+from jiansuo.pipeline import decode_for, embed_query
 from jiansuo.search import Allowed, Hit, SqlRows, VectorStore
 from jiansuo.search.ranking import rank
 
@@ -166,6 +167,13 @@ def embed(source, box: Box | None = None) -> np.ndarray:
     """The feature vector of one query photo (bytes, a path or a decoded image), or of its part
     ``box``, as the CLI computes it."""
     return embed_query(get_extractor(), source, box=box)
+
+
+def auto_box(source) -> Box | None:
+    """The part of a query photo (bytes or a path) that matches the catalogue best, or None when the
+    photo is best searched whole (:func:`jiansuo.autobox.suggest_box`, as the CLI's ``--auto-box``)."""
+    extractor = get_extractor()
+    return suggest_box(extractor, decode_for(extractor, source), catalogue_scores(get_store()))
 
 
 # ------------------------------------------------------------------ searching
