@@ -354,6 +354,59 @@ class _SearchOutput:
         self._reported = len(failed)
 
 
+# --------------------------------------------------------------------------- duplicates
+
+
+def _add_duplicates(sub) -> None:
+    from .search.duplicates import DEFAULT_K, DEFAULT_RULE
+
+    p = sub.add_parser("duplicates", help="groups of near-identical images (re-encoded, resized, cropped, "
+                                          "watermarked copies)")
+    _index_arg(p)
+    p.add_argument("--threshold", type=float, default=DEFAULT_RULE.threshold,
+                   help=f"lowest cosine similarity of a reported pair (default {DEFAULT_RULE.threshold}); pairs "
+                        f"below {DEFAULT_RULE.accept} must also match by local features (ORB + RANSAC)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="accept every pair above --threshold on its cosine alone (no image is read)")
+    p.add_argument("--neighbours", type=int, default=DEFAULT_K,
+                   help=f"nearest neighbours examined per image (default {DEFAULT_K})")
+    p.add_argument("--json", action="store_true",
+                   help='print {"groups": [{"ids": [...], "score": S}]}, highest score first')
+    p.add_argument("--sheet", type=Path, default=None,
+                   help=f"write a contact sheet image of the groups (the first {SHEET_MAX_QUERIES})")
+    p.set_defaults(func=_cmd_duplicates)
+
+
+def _cmd_duplicates(args) -> int:
+    from dataclasses import replace
+
+    from .search.duplicates import DEFAULT_RULE, find_duplicates
+
+    if not -1 <= args.threshold <= 1:
+        raise CLIError("--threshold is a cosine similarity: between -1 and 1")
+    if args.neighbours < 1:
+        raise CLIError("--neighbours must be at least 1")
+    rule = replace(DEFAULT_RULE, threshold=args.threshold, verify=not args.no_verify)
+    with _open_store(args.index) as store:
+        root = store.meta().get("root")
+        report = find_duplicates(store, root, rule, k=args.neighbours)
+    for item, reason in report.skipped:
+        print(f"skipped {item}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"groups": [g.as_dict() for g in report.groups]}, indent=1, ensure_ascii=False))
+    else:
+        for g in report.groups:
+            print(f"{g.score:.4f}  " + "  ".join(g.ids))
+        print(f"{len(report.groups)} group(s) of near-identical images ({report.candidates} candidate pairs, "
+              f"{report.verified} checked by local features)", file=sys.stderr)
+    if args.sheet:
+        from .sheet import group_sheet
+
+        group_sheet([(g.score, g.ids) for g in report.groups[:SHEET_MAX_QUERIES]], root, args.sheet)
+        print(f"contact sheet: {args.sheet}", file=sys.stderr)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- info
 
 
@@ -582,7 +635,7 @@ def _cmd_evaluate(args) -> int:
 
 # --------------------------------------------------------------------------- main
 
-_SUBCOMMANDS = [_add_index, _add_search, _add_info, _add_add, _add_remove, _add_export_h5, _add_import_h5,
+_SUBCOMMANDS = [_add_index, _add_search, _add_duplicates, _add_info, _add_add, _add_remove, _add_export_h5, _add_import_h5,
                _add_train_hash, _add_evaluate]
 
 

@@ -1,4 +1,4 @@
-"""Contact sheets: the query image and its top results with scores, in one picture."""
+"""Contact sheets: the query image and its top results with scores, or groups of duplicates, in one picture."""
 
 from __future__ import annotations
 
@@ -31,13 +31,38 @@ def contact_sheet(rows: Sequence[tuple[str | os.PathLike, Sequence[Hit]]], root:
         tiles = [(Path(query), f"query: {Path(query).name}")]
         tiles += [(Path(root) / h.id if root else Path(h.id), f"{h.score:.3f} {h.id}") for h in hits]
         for c, (path, label) in enumerate(tiles):
-            try:
-                tile = fit_square(load_image(path, draft_size=thumb), thumb)
-            except ImageError:
-                tile = Image.new("RGB", (thumb, thumb), (200, 200, 200))
-            sheet.paste(tile, (c * thumb, y))
-            draw.text((c * thumb + 4, y + thumb + 4), _fit(draw, label, thumb - 8), fill="black")
+            _tile(sheet, draw, path, label, c * thumb, y, thumb)
         draw.line([(thumb - 1, y), (thumb - 1, y + thumb)], fill=(220, 0, 0), width=3)
+    return _save(sheet, dest)
+
+
+def group_sheet(groups: Sequence[tuple[float, Sequence[str]]], root: str | os.PathLike | None,
+                dest: str | os.PathLike, thumb: int = THUMB) -> Path:
+    """Draw one row per group of near-identical images (``(score, ids)``), the score on its first tile.
+
+    Images are read under ``root``; one that cannot be read is drawn as a grey tile. Returns ``dest``.
+    """
+    cols = max((len(ids) for _, ids in groups), default=1)
+    sheet = Image.new("RGB", (cols * thumb, max(1, len(groups)) * (thumb + LABEL)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (score, ids) in enumerate(groups):
+        y = r * (thumb + LABEL)
+        for c, item in enumerate(ids):
+            _tile(sheet, draw, Path(root) / item if root else Path(item),
+                  (f"{score:.3f} " if c == 0 else "") + item, c * thumb, y, thumb)
+    return _save(sheet, dest)
+
+
+def _tile(sheet: Image.Image, draw: ImageDraw.ImageDraw, path: Path, label: str, x: int, y: int, thumb: int) -> None:
+    try:
+        tile = fit_square(load_image(path, draft_size=thumb), thumb)
+    except ImageError:
+        tile = Image.new("RGB", (thumb, thumb), (200, 200, 200))
+    sheet.paste(tile, (x, y))
+    draw.text((x + 4, y + thumb + 4), _fit(draw, label, thumb - 8), fill="black")
+
+
+def _save(sheet: Image.Image, dest: str | os.PathLike) -> Path:
     fmt = Image.registered_extensions().get(Path(dest).suffix.lower(), "JPEG")
     return atomic_write(dest, lambda fh: sheet.save(fh, fmt, quality=90))
 

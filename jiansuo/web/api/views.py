@@ -95,6 +95,6 @@ def product(request: Request, item_id: str) -> Response:
 
 def _product(item_id: str) -> Product:
     try:
-        return Product.objects.prefetch_related("images").get(item_id=item_id)
+        return Product.objects.prefetch_related("images").get(item_id=item_id, hidden=False)
     except Product.DoesNotExist:
         raise NotFound(_("No product has the item id %(item_id)s.") % {"item_id": item_id}) from None

@@ -11,12 +11,16 @@ import logging
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import jobs, services
+from . import duplicates, jobs, services
 from .forms import decode_photo, upload_bytes
 from .models import IndexJob, IndexTask, Product, ProductImage
 from .photos import store_product_photo
@@ -91,8 +95,9 @@ class ProductImageInline(admin.TabularInline):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ("item_id", "title", "category", "price", "currency", "shop", "photo_count", "updated")
-    list_filter = ("category", "currency")
+    list_display = ("item_id", "title", "category", "price", "currency", "shop", "photo_count", "hidden", "updated")
+    list_filter = ("hidden", "category", "currency")
+    actions = ["hide_products", "show_products"]
     search_fields = ("item_id", "title", "shop")
     readonly_fields = ("created", "updated")
     inlines = [ProductImageInline]
@@ -101,6 +106,36 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description=_("photos"))
     def photo_count(self, obj: Product) -> int:
         return obj.images.count()
+
+    @admin.action(description=_("Hide the selected products (duplicates)"), permissions=["change"])
+    def hide_products(self, request, queryset):
+        n = queryset.update(hidden=True)
+        self.message_user(request, _("%(count)d product(s) hidden.") % {"count": n}, messages.SUCCESS)
+
+    @admin.action(description=_("Show the selected products again"), permissions=["change"])
+    def show_products(self, request, queryset):
+        n = queryset.update(hidden=False)
+        self.message_user(request, _("%(count)d product(s) shown again.") % {"count": n}, messages.SUCCESS)
+
+    def get_urls(self):
+        own = [path("duplicates/", self.admin_site.admin_view(self.duplicates_view), name="catalog_product_duplicates")]
+        return own + super().get_urls()
+
+    def duplicates_view(self, request: HttpRequest) -> HttpResponse:
+        """Possible duplicate products (near-identical photos), each with a button hiding one of them."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_hide = self.has_change_permission(request)
+        if request.method == "POST":
+            if not can_hide:
+                raise PermissionDenied
+            product = get_object_or_404(Product, pk=request.POST.get("hide"))
+            Product.objects.filter(pk=product.pk).update(hidden=True)
+            self.message_user(request, _("%(product)s is hidden.") % {"product": product}, messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:catalog_product_duplicates"))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": _("Possible duplicates"), "groups": duplicates.duplicate_products(), "can_hide": can_hide}
+        return TemplateResponse(request, "admin/catalog/product/duplicates.html", context)
 
     def save_related(self, request, form, formsets, change):
         before = services.photo_ids_of(form.instance)

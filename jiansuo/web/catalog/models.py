@@ -28,6 +28,8 @@ class Product(models.Model):
                                 help_text=_("ISO 4217 code, e.g. CNY"))
     shop = models.CharField(_("shop"), max_length=200, blank=True)
     url = models.URLField(_("listing URL"), max_length=1000, blank=True)
+    #: Hidden by staff (e.g. a duplicate listing): never in search results, similar products, pages or the API.
+    hidden = models.BooleanField(_("hidden"), default=False, db_index=True)
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -51,8 +51,10 @@ class Filters:
     max_price: Decimal | None = None
 
     def q(self, prefix: str = "") -> Q:
-        """The filters as a condition on products (``prefix`` reaches them from another model, e.g. ``product__``)."""
-        cond = Q()
+        """The filters as a condition on products (``prefix`` reaches them from another model, e.g. ``product__``).
+
+        Hidden products never pass, filtered or not."""
+        cond = Q(**{f"{prefix}hidden": False})
         if self.category:
             cond &= Q(**{f"{prefix}category": self.category})
         if self.min_price is not None:
@@ -67,7 +69,7 @@ class Filters:
 
     def matches(self, product: Product) -> bool:
         """Whether ``product`` passes the filters (what :meth:`q` selects, checked on one product)."""
-        return ((not self.category or product.category == self.category)
+        return (not product.hidden and (not self.category or product.category == self.category)
                 and (self.min_price is None or product.price >= self.min_price)
                 and (self.max_price is None or product.price <= self.max_price))
 
@@ -281,7 +283,8 @@ class _FilterTable:
     def __init__(self, store: VectorStore):
         pos = {pid: n for n, pid in enumerate(store.ids())}
         rows = [(pos[f], p, c, int(price * 100)) for f, p, c, price in
-                ProductImage.objects.values_list("file", "product_id", "product__category", "product__price")
+                ProductImage.objects.filter(product__hidden=False)
+                .values_list("file", "product_id", "product__category", "product__price")
                 if f in pos]
         self.size = len(pos)
         self.categories = {c: n for n, c in enumerate(sorted({r[2] for r in rows}))}

@@ -66,9 +66,10 @@ def home(request: HttpRequest) -> HttpResponse:
         status = 400
     else:
         form, status = PhotoSearchForm(), 200
-    recent = Product.objects.prefetch_related("images").order_by("-updated")[:12] if can_search(request.user) else []
+    shown = Product.objects.filter(hidden=False)
+    recent = shown.prefetch_related("images").order_by("-updated")[:12] if can_search(request.user) else []
     return render(request, "catalog/home.html", {"form": form, "recent": recent,
-                                                 "product_count": Product.objects.count()}, status=status)
+                                                 "product_count": shown.count()}, status=status)
 
 
 @require_GET
@@ -105,7 +106,7 @@ def query_image(request: HttpRequest, token: str) -> FileResponse:
 @search_required
 def product(request: HttpRequest, item_id: str) -> HttpResponse:
     """One product, its photos, and the products that look most like it."""
-    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id)
+    item = get_object_or_404(Product.objects.prefetch_related("images"), item_id=item_id, hidden=False)
     similar, indexed = similar_products(item, settings.JIANSUO_RESULTS // 2)
     similar, weak = close_matches(similar)
     return render(request, "catalog/product.html", {"product": item, "similar": similar, "weak": weak,
