@@ -58,6 +58,19 @@ def query_photo(name: str = "chelsea") -> bytes:
     return jpeg_bytes(img, quality=75)
 
 
+def on_a_wall(*products: tuple[str, tuple[int, int, int, int]]) -> bytes:
+    """A shopper's photo: catalogue photos (name, (left, top, width, height) in pixels) pasted onto a
+    brick wall of 900×600, as JPEG. Whole, it looks like a wall; the products are small parts of it."""
+    wall = real_photo("brick").resize((900, 600))
+    for name, (left, top, width, height) in products:
+        wall.paste(real_photo(name).resize((width, height)), (left, top))
+    return jpeg_bytes(wall, 85)
+
+
+#: The rocket at 35% of the wall's width: x 0.62–0.97, y 0.33–0.68 of the photo.
+ROCKET_ON_A_WALL = ("rocket", (560, 195, 315, 210))
+
+
 def add_product(item_id: str, photo: str | Image.Image, category: str = "", price: str = "10.00",
                 currency: str = "CNY", title: str | None = None, shop: str = "Test shop") -> Product:
     """Create a product with one stored photo (not yet indexed: call services.sync_index())."""

@@ -2,7 +2,10 @@
 
 A search by upload stores the (re-encoded) photo privately under a random token and redirects to
 ``/search/<token>/``, so changing the filters is a plain GET and the upload is not sent again.
-Only the session that uploaded a photo can see its results.
+Only the session that uploaded a photo can see its results. When a part of the photo matches the
+catalogue better than the whole (a product on a wall, on a shelf), the upload redirects to the
+results of that part, ``?box=x0,y0,x1,y1``, which the shopper may then move or redraw
+(:mod:`jiansuo.web.catalog.lens`).
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import cache_control
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from jiansuo.web.history import store as history
 
+from . import lens
 from .forms import FilterForm, PhotoSearchForm, photo_vector
 from .models import Product
 from .photos import query_photo_path, query_vector, save_query_photo, save_query_vector
-from .search import close_matches, search_products, similar_products
+from .search import auto_box, close_matches, search_products, similar_products
 
 # How many query tokens a session remembers (older searches fall out of its history).
 _SESSION_QUERIES = 20
@@ -60,9 +66,12 @@ def home(request: HttpRequest) -> HttpResponse:
             save_query_vector(token, vector)
             _remember_query(request, token, vector)
             params = {k: v for k, v in form.cleaned_data.items() if k != "image" and v not in (None, "")}
+            # The suggested box of the photo as stored (the one the results crop), as a lens shows it.
+            box = auto_box(query_photo_path(token))
+            if box is not None:
+                params[lens.PARAM] = lens.box_param(box)
             history.record_search(request.user, token, params)  # history: keep a signed-in user's search
-            url = redirect("catalog:results", token=token).url
-            return redirect(f"{url}?{urlencode(params)}" if params else url)
+            return redirect(_results_url(token, urlencode(params)))
         status = 400
     else:
         form, status = PhotoSearchForm(), 200
@@ -75,17 +84,34 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 @search_required
 def results(request: HttpRequest, token: str) -> HttpResponse:
-    """The products most similar to an uploaded photo, filtered by the GET parameters."""
+    """The products most similar to an uploaded photo, or to its part ``box``, filtered by the GET
+    parameters; a malformed box is a 400 page saying what is wrong with it."""
     history.reopen_search(request, token)  # history: its owner may open a past search from any session
-    vector = _query_vector(request, token)
+    vector = _query_vector(request, token)  # also the check that this session may open the token
     form = FilterForm(request.GET or None)
+    context = {"token": token, "form": form, "hits": [], "weak": 0, "filtered": False,
+               "upload_form": PhotoSearchForm(initial=request.GET),
+               "whole_url": _results_url(token, lens.without_box(request.GET)),
+               "clear_url": _results_url(token, "")}
+    try:
+        box = lens.requested_box(request.GET)
+    except ValueError as exc:
+        context["box_error"] = _("This box is not a part of your photo: %(reason)s.") % {"reason": exc}
+        return render(request, "catalog/results.html", context, status=400)
+    if box is not None:
+        vector = lens.box_vector(token, box)
+        context.update(box=lens.box_param(box), box_frame=lens.frame(box),
+                       clear_url=_results_url(token, urlencode({lens.PARAM: lens.box_param(box)})))
     filters = form.filters()
     # Only close matches are shown (JIANSUO_MIN_SIMILARITY); "no close match" when none is.
     hits, weak = close_matches(search_products(vector, settings.JIANSUO_RESULTS, filters))
-    return render(request, "catalog/results.html", {
-        "token": token, "form": form, "hits": hits, "weak": weak, "filtered": filters.active,
-        "upload_form": PhotoSearchForm(initial=request.GET),
-    })
+    context.update(hits=hits, weak=weak, filtered=filters.active)
+    return render(request, "catalog/results.html", context)
+
+
+def _results_url(token: str, query: str) -> str:
+    url = reverse("catalog:results", args=[token])
+    return f"{url}?{query}" if query else url
 
 
 @require_GET
