@@ -2,7 +2,8 @@
 
 Registers (with the captcha), logs out and in, searches by file picker, drag and drop, and
 paste, filters the results, opens a product and its similar products, switches to Chinese; sets
-a profile photo and reopens and deletes a past search. Screenshots of the results pages are
+a profile photo and reopens and deletes a past search; moves, resizes and redraws the lens over a
+query photo with the mouse and with touch. Screenshots of the results pages are
 saved under ``artifacts/`` for a person to look at.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth.models import User
@@ -20,7 +22,7 @@ from jiansuo.web.catalog import services
 
 from tests.conftest import real_photo
 
-from .support import CATALOGUE, CaptchaTestMode, IsolatedSiteMixin, add_product, jpeg_bytes, query_photo
+from .support import CATALOGUE, CaptchaTestMode, IsolatedSiteMixin, add_product, jpeg_bytes, on_a_wall, query_photo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -31,6 +33,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
+
+# Remembers the kind of the last pointer pressed on each page, across the navigations it causes.
+LAST_POINTER = ("document.addEventListener('pointerdown', e => sessionStorage.setItem('pointer', e.pointerType), true);")
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made by the test itself
 # (creating the catalogue) are still plain synchronous calls.
@@ -245,3 +250,94 @@ class BrowserTests(CaptchaTestMode, IsolatedSiteMixin, StaticLiveServerTestCase)
             self.assertEqual(fresh.locator("[data-history] .card").count(), 0)
         finally:
             fresh.close()
+
+    # ------------------------------------------------------------------ the lens
+
+    def url_box(self) -> list[float]:
+        """The box of the current results URL."""
+        return [float(v) for v in parse_qs(urlsplit(self.page.url).query)["box"][0].split(",")]
+
+    def drag(self, lens: dict, start: tuple[float, float], end: tuple[float, float], touch=None) -> None:
+        """Drag from ``start`` to ``end`` (fractions of the photo ``lens``, a bounding box) by mouse, or
+        with ``touch`` (a CDP session) by a finger, then wait for the results of the new box."""
+        points = [(lens["x"] + lens["width"] * (start[0] + (end[0] - start[0]) * t / 8),
+                   lens["y"] + lens["height"] * (start[1] + (end[1] - start[1]) * t / 8)) for t in range(9)]
+        with self.page.expect_navigation(url="**box=**"):
+            if touch is None:
+                self.page.mouse.move(*points[0])
+                self.page.mouse.down()
+                for point in points[1:]:
+                    self.page.mouse.move(*point)
+                self.page.mouse.up()
+            else:
+                # Chromium's input pipeline turns these into pointer events of type "touch".
+                for kind, point in [("touchStart", points[0])] + [("touchMove", p) for p in points[1:]]:
+                    touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": point[0], "y": point[1]}]})
+                touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        self.page.wait_for_selector("[data-results] .card")
+
+    def test_the_lens_follows_the_mouse_and_a_finger(self):
+        self.client.force_login(User.objects.create_user("mei", password="long-enough-pass-42"))
+        self.page.close()
+        self.page = page = self.browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US", has_touch=True)
+        page.set_default_timeout(30_000)
+        page.add_init_script(LAST_POINTER)
+        page.context.add_cookies([{"name": "sessionid", "value": self.client.cookies["sessionid"].value,
+                                   "url": self.live_server_url}])
+        # Coffee at x 0.07-0.36, y 0.33-0.66 and the rocket at x 0.69-0.93, y 0.25-0.8 of a brick wall.
+        wall = self.site_dir / "wall.jpg"
+        wall.write_bytes(on_a_wall(("coffee", (60, 200, 260, 195)), ("rocket", (620, 150, 220, 330))))
+        page.goto(self.url())
+        with page.expect_navigation(url="**/search/**box=**"):
+            page.set_input_files("input[name=image]", str(wall))
+        page.wait_for_selector("[data-results] .card")
+        self.assert_images_loaded(".query img")
+
+        # The suggested box is drawn where the URL says, around the coffee, whose results come first.
+        suggested = self.url_box()
+        self.assertEqual(self.card_titles()[0], "Coffee (coffee-1)")
+        self.assertTrue(page.is_visible("[data-lens-box]"))
+        self.assertTrue(page.is_visible("[data-lens-hint]"))
+        lens = page.locator("[data-lens]").bounding_box()
+        drawn = page.locator("[data-lens-box]").bounding_box()
+        shown = [(drawn["x"] - lens["x"]) / lens["width"], (drawn["y"] - lens["y"]) / lens["height"],
+                 (drawn["x"] + drawn["width"] - lens["x"]) / lens["width"],
+                 (drawn["y"] + drawn["height"] - lens["y"]) / lens["height"]]
+        for got, want in zip(shown, suggested):
+            self.assertAlmostEqual(got, want, delta=0.02)
+        self.assertEqual(page.eval_on_selector("[data-lens]", "e => getComputedStyle(e).touchAction"), "none")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "results-lens.png"), full_page=True)
+
+        # Press outside the box and drag: a new box, around the rocket.
+        self.drag(lens, (0.66, 0.2), (0.95, 0.84))
+        for got, want in zip(self.url_box(), (0.66, 0.2, 0.95, 0.84)):
+            self.assertAlmostEqual(got, want, delta=0.01)
+        self.assertEqual(self.card_titles()[0], "Rocket (rocket-1)")
+        self.assertEqual(page.evaluate("sessionStorage.getItem('pointer')"), "mouse")
+
+        # Drag its top left corner: only that corner moves.
+        before = self.url_box()
+        self.drag(lens, (before[0], before[1]), (before[0] + 0.02, before[1] + 0.03))
+        after = self.url_box()
+        self.assertAlmostEqual(after[0], before[0] + 0.02, delta=0.01)
+        self.assertAlmostEqual(after[1], before[1] + 0.03, delta=0.01)
+        self.assertEqual(after[2:], before[2:])
+        self.assertEqual(self.card_titles()[0], "Rocket (rocket-1)")
+
+        # A finger drags the box, unchanged in size, back over the coffee.
+        x0, y0, x1, y1 = after
+        middle = ((x0 + x1) / 2, (y0 + y1) / 2)
+        self.drag(lens, middle, (middle[0] - 0.6, middle[1]), touch=page.context.new_cdp_session(page))
+        self.assertEqual(page.evaluate("sessionStorage.getItem('pointer')"), "touch")
+        moved = self.url_box()
+        self.assertAlmostEqual(moved[0], x0 - 0.6, delta=0.01)
+        self.assertAlmostEqual(moved[2] - moved[0], x1 - x0, delta=0.002)
+        self.assertEqual(self.card_titles()[0], "Coffee (coffee-1)")
+
+        # The whole photo again.
+        with page.expect_navigation():
+            page.click("text=Search the whole photo")
+        page.wait_for_selector("[data-results] .card")
+        self.assertNotIn("box=", page.url)
+        self.assertFalse(page.is_visible("[data-lens-box]"))
