@@ -49,6 +49,8 @@
       }
       drag.id = e.pointerId;
       drag.before = box;
+      // Keep receiving the pointer when it leaves the photo (or the window) mid-drag.
+      try { lens.setPointerCapture(e.pointerId); } catch (err) { /* a pointer the browser no longer tracks */ }
       window.addEventListener("pointermove", move);
       window.addEventListener("pointerup", end);
       window.addEventListener("pointercancel", cancel);
