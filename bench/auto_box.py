@@ -143,7 +143,7 @@ def main() -> None:
         "",
         *lines,
         "",
-        f"Suggesting a box (framing check, about 30 windows embedded and scored): median "
+        f"Suggesting a box (about 60 windows embedded and scored): median "
         f"{np.median(suggest_ms):.1f} ms; a box was suggested for {boxed} of {len(queries)} queries. "
         f"Model {ex.name} ({ex.precision}); {time.perf_counter() - t0:.0f} s in all.",
     ])

@@ -399,7 +399,7 @@ QE_SAME, DBA_SAME = (2, 3.0), (3, 3.0)          # settings that keep the item it
 QE_SIM, DBA_SIM = (10, 3.0), (10, 3.0)          # settings for similar items
 
 
-SHIPPED = "shipped default (jiansuo: framing, max pool, its ranking)"
+SHIPPED = "shipped default (jiansuo: framing, max pool, int8 network, its ranking)"
 RECOMMENDED = "both intents: framing + max, then αQE + DBA"
 
 
@@ -476,15 +476,16 @@ def methods() -> list[Method]:
         both("both intents: framing + max, then learnt feature", Method("", ((fr, "max"),), hash_blend=1.0),
              group="labels", note="nearest item first, the rest by the learnt feature"),
         # ------------------------------------------------ the shipped product, through its own code
-        Method("shipped, plain ranking (jiansuo search --intent same)", (), product="plain", group="shipped",
-               note="the product's extractor, index folder and exact search"),
-        Method(SHIPPED, (), product="ranking", group="shipped",
-               note="jiansuo.search.ranking.rank: the item and near-copies first, the rest by αQE n=10"),
-        Method("shipped, with a layer trained on the categories", (), product="labels", group="shipped",
-               note="train_judged (128 bits, a fifth of the labels held out to judge), then rank"),
-        Method("shipped default, int8 network", (), product="ranking", precision="int8", group="shipped",
-               note="--precision int8: the statically quantised network (jiansuo.features.quantize)"),
-        Method("shipped, int8, with a layer trained on the categories", (), product="labels", precision="int8",
+        Method("shipped, plain ranking (jiansuo search --intent same)", (), product="plain", precision="int8",
+               group="shipped", note="the product's extractor, index folder and exact search"),
+        Method(SHIPPED, (), product="ranking", precision="int8", group="shipped",
+               note="jiansuo.search.ranking.rank: the item and near-copies first, the rest by αQE n=10; "
+                    "the statically quantised network (jiansuo.features.quantize)"),
+        Method("shipped, with a layer trained on the categories", (), product="labels", precision="int8",
+               group="shipped", note="train_judged (128 bits, a fifth of the labels held out to judge), then rank"),
+        Method("shipped, fp32 network (--precision fp32)", (), product="ranking", precision="fp32", group="shipped",
+               note="the float network int8 must stay within 0.005 of"),
+        Method("shipped, fp32, with a layer trained on the categories", (), product="labels", precision="fp32",
                group="shipped"),
     ]
     return ms
