@@ -450,3 +450,7 @@ def report_lines(args, rows, qrows, dec_full, dec_draft, fidelity, int8_note, lo
         *[f"| {' | '.join(r)} |" for r in qrows],
     ]
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
