@@ -102,10 +102,12 @@ def ceiling(photos: list[Path], seconds: float = 8.0) -> dict:
 
 
 def model_key() -> str:
-    """The default model's description (name, version, preprocessing): a cached site of another is rebuilt."""
+    """The default model's description (name, version, preprocessing, precision): a cached site of another
+    is rebuilt."""
     from jiansuo.features import model_class
 
-    return json.dumps(model_class("efficientnet-lite0").description(), sort_keys=True)
+    cls = model_class("efficientnet-lite0")
+    return json.dumps(cls.description(cls.default_precision), sort_keys=True)
 
 
 def load_site(items: int) -> Path:
@@ -115,6 +117,8 @@ def load_site(items: int) -> Path:
     site = CACHE / f"load-{items}"
     env = site_env(site / "site", **UNTHROTTLED)
     stamp = site / "ready"
+    if stamp.is_file():
+        manage(env, "migrate", "-v", "0")   # a site cached by an older version of the code
     if stamp.is_file() and stamp.read_text() != model_key():
         print("the cached load site has vectors of an older model: embedding them again...", file=sys.stderr)
         manage(env, "sync_index", "--rebuild", "--no-progress")
@@ -261,6 +265,7 @@ def scale_site(db: str, products: int, base: np.ndarray, pg_server: str | None) 
     env = site_env(site / "site", db_url, **UNTHROTTLED)
     stamp = site / "ready"
     if stamp.is_file() and stamp.read_text() == model_key() and (db != "postgres" or _database_exists(pg_server, SCALE_DB)):
+        manage(env, "migrate", "-v", "0")   # a site cached by an older version of the code
         return site, env
     shutil.rmtree(site, ignore_errors=True)
     (site / "site").mkdir(parents=True)
