@@ -55,8 +55,14 @@ def index_set(folder: Path, quick: bool):
     from jiansuo.pipeline import sync_folder
     from jiansuo.search import open_store
 
+    from jiansuo.index import IndexError_
+
     ex = get_extractor()
-    store = open_store(CACHE / "dup-index" / folder.name, model=ex.describe())
+    try:
+        store = open_store(CACHE / "dup-index" / folder.name, model=ex.describe())
+    except IndexError_:   # kept from another model or precision: embedded again
+        store = open_store(CACHE / "dup-index" / folder.name)
+        store.reset(ex.describe())
     store.set_meta("root", str(folder))
     t0 = time.perf_counter()
     report = sync_folder(store, folder, ex, progress=False)
