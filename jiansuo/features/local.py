@@ -34,14 +34,19 @@ MAX_SCALE = 2.5
 MAX_STRETCH = 1.5
 #: Inliers must span a box of at least this share of the frame in both images.
 MIN_SPREAD = 0.04
+#: A matched keypoint counts only if the colours around it (5×5 mean) differ by at most this much
+#: per channel: keypoints are found in grey, so two colourings of one drawing match in shape alone.
+COLOUR_TOL = 48
 
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    """ORB keypoint positions ((n, 2) float32, in the resized image) and their descriptors ((n, 32) uint8)."""
+    """ORB keypoint positions ((n, 2) float32, in the resized image), their descriptors ((n, 32) uint8)
+    and the mean colour around each ((n, 3) int16)."""
 
     points: np.ndarray
     descriptors: np.ndarray
+    colours: np.ndarray
 
     def __len__(self) -> int:
         return len(self.points)
@@ -57,20 +62,27 @@ def _cv2():
 def extract(source: str | os.PathLike | bytes, *, side: int = SIDE, n_features: int = N_FEATURES) -> LocalFeatures:
     """ORB features of one image file (or its bytes). Raises :class:`jiansuo.images.ImageError` if unreadable."""
     cv2 = _cv2()
-    img = load_image(source, draft_size=side).convert("L")
+    rgb = load_image(source, draft_size=side)
+    img = rgb.convert("L")
     scale = side / max(img.size)
     gray = np.asarray(img)
     # Local contrast equalised: flat photos (wallpapers, studio shots) then give keypoints too; more
     # copies of them were verified with it on bench/duplicates.py's set.
     gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
+    colour = np.asarray(rgb.convert("RGB"))
     if scale != 1:
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        gray = cv2.resize(gray, size, interpolation=interpolation)
+        colour = cv2.resize(colour, size, interpolation=interpolation)
     orb = cv2.ORB_create(nfeatures=n_features, fastThreshold=10, edgeThreshold=15, patchSize=15)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     if descriptors is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
-    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors)
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros((0, 3), np.int16))
+    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    blurred = cv2.blur(colour, (5, 5))
+    xy = np.clip(np.rint(points).astype(int), 0, [colour.shape[1] - 1, colour.shape[0] - 1])
+    return LocalFeatures(points, descriptors, blurred[xy[:, 1], xy[:, 0]].astype(np.int16))
 
 
 def inliers(a: LocalFeatures, b: LocalFeatures) -> int:
@@ -84,8 +96,9 @@ def match(a: LocalFeatures, b: LocalFeatures) -> tuple[int, int]:
     Matches are ratio-tested and one-to-one. The transform must be one a copy can undergo: no mirror,
     a scale within :data:`MAX_SCALE` either way and near-uniform (:data:`MAX_STRETCH`); and its
     inliers must spread over at least :data:`MIN_SPREAD` of both images (chance matches between
-    look-alikes bunch up on one edge or texture). Otherwise, and when there are too few matches to
-    fit one, 0. Returns (inliers, matches tried). Repeatable (RANSAC is seeded).
+    look-alikes bunch up on one edge or texture). An inlier must also keep its colour
+    (:data:`COLOUR_TOL`). Otherwise, and when there are too few matches to fit one, 0. Returns
+    (inliers, matches tried). Repeatable (RANSAC is seeded).
     """
     if len(a) < 3 or len(b) < 3:
         return 0, 0
@@ -111,7 +124,10 @@ def match(a: LocalFeatures, b: LocalFeatures) -> tuple[int, int]:
     if (np.linalg.det(transform[:, :2]) <= 0 or s[1] < 1 / MAX_SCALE or s[0] > MAX_SCALE
             or s[0] > MAX_STRETCH * s[1]):
         return 0, len(best)
-    keep = mask.ravel().astype(bool)
+    a_idx = np.array([q for _, q in best.values()])
+    b_idx = np.array(list(best))
+    same_colour = np.abs(a.colours[a_idx] - b.colours[b_idx]).max(axis=1) <= COLOUR_TOL
+    keep = mask.ravel().astype(bool) & same_colour
     if _spread(src[keep]) < MIN_SPREAD or _spread(dst[keep]) < MIN_SPREAD:
         return 0, len(best)
     return int(keep.sum()), len(best)
