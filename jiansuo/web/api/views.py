@@ -53,8 +53,14 @@ def search(request: Request) -> Response:
     try:
         data = upload_bytes(params.validated_data["image"])
         if box == AUTO_BOX:
-            box = photo_box(data)
-        vector = photo_vector(data, box=box)
+            # The whole photo's vector is what auto-box compares its windows with, and the answer when
+            # no window does better: computed once for both.
+            vector = photo_vector(data)
+            box = photo_box(data, whole=vector)
+            if box is not None:
+                vector = photo_vector(data, box=box)
+        else:
+            vector = photo_vector(data, box=box)
     except DjangoValidationError as exc:
         error = PayloadTooLarge if exc.code == "too_large" else NotAnImage
         raise error(exc.messages[0]) from None

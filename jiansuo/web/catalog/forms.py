@@ -49,10 +49,11 @@ def photo_vector(data: bytes, box: Box | None = None) -> np.ndarray:
         raise _not_an_image(exc) from None
 
 
-def photo_box(data: bytes) -> Box | None:
-    """The suggested box of photo bytes (None: search it whole); ValidationError like :func:`photo_vector`."""
+def photo_box(data: bytes, whole: np.ndarray | None = None) -> Box | None:
+    """The suggested box of photo bytes (None: search it whole; ``whole``: their vector, if known);
+    ValidationError like :func:`photo_vector`."""
     try:
-        return auto_box(data)
+        return auto_box(data, whole=whole)
     except ImageError as exc:
         raise _not_an_image(exc) from None
 

@@ -15,7 +15,7 @@ from django.http import Http404, QueryDict
 
 from jiansuo.images import Box
 
-from .photos import query_photo_path
+from .photos import query_cache_key, query_photo_path
 from .search import embed
 
 #: The GET parameter naming the searched part of the query photo.
@@ -54,7 +54,7 @@ def box_vector(token: str, box: Box) -> np.ndarray:
 
     The caller has checked that the session may open ``token``."""
     # The exact floats name the box: two boxes printed alike may still crop different pixels.
-    key = f"jiansuo:query:{settings.JIANSUO_MODEL}:{token}:box:{box.x0!r},{box.y0!r},{box.x1!r},{box.y1!r}"
+    key = query_cache_key(token, f":box:{box.x0!r},{box.y0!r},{box.x1!r},{box.y1!r}")
     vector = cache.get(key)
     if vector is None:
         path = query_photo_path(token)

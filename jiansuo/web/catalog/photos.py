@@ -99,6 +99,11 @@ def save_query_photo(img: Image.Image) -> str:
     return token
 
 
+def query_cache_key(token: str, part: str = "") -> str:
+    """The cache key of query ``token``'s vector (``part``: of one box of its photo, see .lens)."""
+    return f"jiansuo:query:{settings.JIANSUO_MODEL}:{token}{part}"
+
+
 def save_query_vector(token: str, vector: np.ndarray) -> None:
     """Keep the query's vector beside its photo, so its results never need the photo embedded again."""
     atomic_write(_query_dir() / f"{token}.npy", lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32)))

@@ -171,11 +171,12 @@ def embed(source, box: Box | None = None) -> np.ndarray:
     return embed_query(get_extractor(), source, box=box)
 
 
-def auto_box(source) -> Box | None:
+def auto_box(source, whole: np.ndarray | None = None) -> Box | None:
     """The part of a query photo (bytes or a path) that matches the catalogue best, or None when the
-    photo is best searched whole (:func:`jiansuo.autobox.suggest_box`, as the CLI's ``--auto-box``)."""
+    photo is best searched whole (:func:`jiansuo.autobox.suggest_box`, as the CLI's ``--auto-box``);
+    ``whole``: the photo's own vector, when the caller has it."""
     extractor = get_extractor()
-    return suggest_box(extractor, decode_for(extractor, source), catalogue_scores(get_store()))
+    return suggest_box(extractor, decode_for(extractor, source), catalogue_scores(get_store()), whole=whole)
 
 
 # ------------------------------------------------------------------ searching

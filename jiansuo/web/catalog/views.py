@@ -29,7 +29,7 @@ from jiansuo.web.history import store as history
 from . import lens
 from .forms import FilterForm, PhotoSearchForm, photo_vector
 from .models import Product
-from .photos import query_photo_path, query_vector, save_query_photo, save_query_vector
+from .photos import query_cache_key, query_photo_path, query_vector, save_query_photo, save_query_vector
 from .search import auto_box, close_matches, search_products, similar_products
 
 # How many query tokens a session remembers (older searches fall out of its history).
@@ -142,14 +142,10 @@ def product(request: HttpRequest, item_id: str) -> HttpResponse:
 # ------------------------------------------------------------------ query bookkeeping
 
 
-def _cache_key(token: str) -> str:
-    return f"jiansuo:query:{settings.JIANSUO_MODEL}:{token}"
-
-
 def _remember_query(request: HttpRequest, token: str, vector: np.ndarray) -> None:
     queries = [t for t in request.session.get("queries", []) if t != token]
     request.session["queries"] = (queries + [token])[-_SESSION_QUERIES:]
-    cache.set(_cache_key(token), vector.astype(np.float32), settings.JIANSUO_QUERY_TTL_SECONDS)
+    cache.set(query_cache_key(token), vector.astype(np.float32), settings.JIANSUO_QUERY_TTL_SECONDS)
 
 
 def _query_vector(request: HttpRequest, token: str) -> np.ndarray:
@@ -157,10 +153,10 @@ def _query_vector(request: HttpRequest, token: str) -> np.ndarray:
     others' tokens and expired ones."""
     if token not in request.session.get("queries", []):
         raise Http404
-    vector = cache.get(_cache_key(token))
+    vector = cache.get(query_cache_key(token))
     if vector is None:
         vector = query_vector(token)
         if vector is None:
             raise Http404
-        cache.set(_cache_key(token), vector, settings.JIANSUO_QUERY_TTL_SECONDS)
+        cache.set(query_cache_key(token), vector, settings.JIANSUO_QUERY_TTL_SECONDS)
     return vector
