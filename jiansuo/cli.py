@@ -374,6 +374,7 @@ def _add_duplicates(sub) -> None:
                    help='print {"groups": [{"ids": [...], "score": S}]}, highest score first')
     p.add_argument("--sheet", type=Path, default=None,
                    help=f"write a contact sheet image of the groups (the first {SHEET_MAX_QUERIES})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_duplicates)
 
 
@@ -387,9 +388,9 @@ def _cmd_duplicates(args) -> int:
     if args.neighbours < 1:
         raise CLIError("--neighbours must be at least 1")
     rule = replace(DEFAULT_RULE, threshold=args.threshold, verify=not args.no_verify)
-    with _open_store(args.index) as store:
+    with _open_store(args.index) as store, _StepBars(disable=args.no_progress) as bars:
         root = store.meta().get("root")
-        report = find_duplicates(store, root, rule, k=args.neighbours)
+        report = find_duplicates(store, root, rule, k=args.neighbours, progress=bars.update)
     for item, reason in report.skipped:
         print(f"skipped {item}: {reason}", file=sys.stderr)
     if args.json:
@@ -405,6 +406,30 @@ def _cmd_duplicates(args) -> int:
         group_sheet([(g.score, g.ids) for g in report.groups[:SHEET_MAX_QUERIES]], root, args.sheet)
         print(f"contact sheet: {args.sheet}", file=sys.stderr)
     return EXIT_OK
+
+
+class _StepBars:
+    """One tqdm bar per step of a long job, fed by ``update(step, done, total)`` callbacks."""
+
+    def __init__(self, disable: bool):
+        self.disable = disable
+        self.bars: dict = {}
+
+    def __enter__(self) -> "_StepBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+    def update(self, step: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(step)
+        if bar is None:
+            bar = self.bars[step] = tqdm(total=total, desc=step, unit="", file=sys.stderr, disable=self.disable,
+                                         dynamic_ncols=True)
+        bar.update(done - bar.n)
 
 
 # --------------------------------------------------------------------------- info

@@ -114,6 +114,8 @@ def test_text_output_and_contact_sheet(index, capsys, tmp_path):
     sheet = tmp_path / "dups.jpg"
     code, out, err = run(capsys, "duplicates", "--index", index, "--sheet", sheet)
     assert code == 0, err
+    assert "candidates" in err and "verifying" in err   # progress bars on stderr, results alone on stdout
+    assert "candidates" not in run(capsys, "duplicates", "--index", index, "--no-progress")[2]
     lines = out.strip().splitlines()
     assert len(lines) == len(PLANTED) and all(len(line.split()) == 3 for line in lines)
     img = Image.open(sheet)

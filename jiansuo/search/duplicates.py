@@ -123,8 +123,10 @@ def candidate_pairs(store: VectorStore, *, k: int = DEFAULT_K, min_cosine: float
 
 
 def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | None, rule: Rule = DEFAULT_RULE,
-                 *, workers: int | None = None, skipped: list[tuple[str, str]] | None = None) -> list[Pair]:
-    """The candidate pairs ``rule`` accepts; files are read under ``root`` (the indexed folder).
+                 *, workers: int | None = None, skipped: list[tuple[str, str]] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[Pair]:
+    """The candidate pairs ``rule`` accepts; files are read under ``root`` (the indexed folder);
+    ``progress(done, total)`` is called as pairs are checked.
 
     An image that cannot be read (gone, truncated, not an image) is added to ``skipped`` with the
     reason, once, and no pair with it is accepted.
@@ -169,7 +171,12 @@ def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | 
 
     order = sorted(k for k, c in pairs.items() if c >= rule.threshold)
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-        accepted = [p for p in pool.map(check, order) if p is not None]
+        accepted = []
+        for done, pair in enumerate(pool.map(check, order), 1):
+            if pair is not None:
+                accepted.append(pair)
+            if progress is not None:
+                progress(done, len(order))
     accepted = [p for p in accepted if p.a not in bad and p.b not in bad]
     skipped.extend(sorted(bad.items()))
     return accepted
@@ -205,10 +212,14 @@ def group_pairs(pairs: Iterable[Pair]) -> list[Group]:
 
 def find_duplicates(store: VectorStore, root: str | os.PathLike | None, rule: Rule = DEFAULT_RULE, *,
                     k: int = DEFAULT_K, workers: int | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> Report:
-    """Groups of near-identical images in ``store`` whose files lie under ``root`` (see the module's notes)."""
-    pairs = candidate_pairs(store, k=k, min_cosine=rule.threshold, progress=progress)
+                    progress: Callable[[str, int, int], None] | None = None) -> Report:
+    """Groups of near-identical images in ``store`` whose files lie under ``root`` (see the module's notes);
+    ``progress(step, done, total)`` is called as each step ("candidates", then "verifying") goes."""
+    def step(name: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda done, total: progress(name, done, total))
+
+    pairs = candidate_pairs(store, k=k, min_cosine=rule.threshold, progress=step("candidates"))
     skipped: list[tuple[str, str]] = []
-    accepted = verify_pairs(pairs, root, rule, workers=workers, skipped=skipped)
+    accepted = verify_pairs(pairs, root, rule, workers=workers, skipped=skipped, progress=step("verifying"))
     checked = sum(1 for c in pairs.values() if c >= rule.threshold and rule.needs_images(c))
     return Report(group_pairs(accepted), candidates=len(pairs), verified=checked, skipped=skipped)
