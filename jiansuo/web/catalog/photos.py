@@ -100,8 +100,9 @@ def save_query_photo(img: Image.Image) -> str:
 
 
 def query_cache_key(token: str, part: str = "") -> str:
-    """The cache key of query ``token``'s vector (``part``: of one box of its photo, see .lens)."""
-    return f"jiansuo:query:{settings.JIANSUO_MODEL}:{token}{part}"
+    """The cache key of query ``token``'s vector (``part``: of one box of its photo, see .lens); the model
+    and its precision are in it, since vectors of another cannot be searched against the store."""
+    return f"jiansuo:query:{settings.JIANSUO_MODEL}:{settings.JIANSUO_PRECISION or 'default'}:{token}{part}"
 
 
 def save_query_vector(token: str, vector: np.ndarray) -> None:
