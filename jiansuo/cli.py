@@ -365,7 +365,8 @@ def _add_duplicates(sub) -> None:
     _index_arg(p)
     p.add_argument("--threshold", type=float, default=DEFAULT_RULE.threshold,
                    help=f"lowest cosine similarity of a reported pair (default {DEFAULT_RULE.threshold}); pairs "
-                        f"below {DEFAULT_RULE.accept} must also match by local features (ORB + RANSAC)")
+                        f"below {DEFAULT_RULE.accept} must also agree pixel by pixel once aligned (by their frames, "
+                        "or by ORB keypoints and RANSAC)")
     p.add_argument("--no-verify", action="store_true",
                    help="accept every pair above --threshold on its cosine alone (no image is read)")
     p.add_argument("--neighbours", type=int, default=DEFAULT_K,

@@ -145,7 +145,37 @@ def test_unreadable_image_is_reported_and_skipped(shop, index, capsys, tmp_path)
 
 def test_local_features_tell_a_copy_from_another_photo(shop):
     from jiansuo.features import local
+    from jiansuo.search.duplicates import DEFAULT_RULE
 
+    limit = DEFAULT_RULE.max_disagreement
     original = local.extract(shop / "photos/chelsea.jpg")
-    assert local.inliers(original, local.extract(shop / "copies/chelsea-cropped.jpg")) >= 50
-    assert local.inliers(original, local.extract(shop / "photos/coffee.jpg")) < 10
+    cropped = local.compare(original, local.extract(shop / "copies/chelsea-cropped.jpg"))
+    assert cropped.disagreement <= limit and cropped.inliers >= 50   # aligned by keypoints
+    resized = local.compare(local.extract(shop / "photos/coffee.jpg"), local.extract(shop / "copies/coffee-resized.jpg"))
+    assert resized.disagreement <= limit and resized.inliers == 0      # the frames alone align it
+    marked = local.compare(local.extract(shop / "photos/rocket.jpg"), local.extract(shop / "copies/rocket-watermarked.jpg"))
+    assert 0 < marked.disagreement <= limit                            # the watermark differs, nothing else
+    assert local.compare(original, local.extract(shop / "photos/coffee.jpg")).disagreement > 0.5
+
+
+def test_a_variant_sharing_most_of_a_picture_is_not_a_copy(shop, tmp_path):
+    """Two colourings of one product, and a product whose part was replaced (the same cone, another
+    scoop): their keypoints match, their pixels do not."""
+    from jiansuo.features import local
+    from jiansuo.search.duplicates import DEFAULT_RULE
+
+    shirt = Image.open(shop / "products/shirt-3.jpg").convert("RGB")
+    recoloured = Image.fromarray(np.asarray(shirt)[:, :, ::-1].copy())   # blue becomes red, white stays white
+    recoloured.save(tmp_path / "recoloured.jpg", quality=92)
+    cat = Image.open(shop / "photos/chelsea.jpg").convert("RGB")
+    w, h = cat.size
+    changed = cat.copy()
+    changed.paste(Image.open(shop / "photos/coffee.jpg").convert("RGB").resize((w // 2, h // 2)), (w // 2, 0))
+    changed.save(tmp_path / "changed.jpg", quality=92)
+    original_cat = local.extract(shop / "photos/chelsea.jpg")
+    for a, b in ((local.extract(shop / "products/shirt-3.jpg"), local.extract(tmp_path / "recoloured.jpg")),
+                 (original_cat, local.extract(tmp_path / "changed.jpg"))):
+        assert local.compare(a, b).disagreement > DEFAULT_RULE.max_disagreement
+    # The unchanged three quarters still align by keypoints: it is the pixels that say no.
+    transform, inliers = local.affine(original_cat, local.extract(tmp_path / "changed.jpg"))
+    assert transform is not None and inliers >= local.MIN_INLIERS

@@ -1,11 +1,16 @@
-"""Local features: do two photos show the same picture? ORB keypoints matched, then RANSAC geometry.
+"""Local features: do two photos show the same picture? ORB keypoints and RANSAC align them, pixels decide.
 
 A global CNN vector says "looks alike"; two listings of different products in the same style (two
-white T-shirts on white) can be as close as a photo and its cropped, re-encoded copy. A copy keeps
-the picture's corners and edges in place up to one geometric transform, which two different
-photos never share: so a pair is checked by matching ORB descriptors (binary, no weights to ship)
-and counting the matches one affine transform explains (RANSAC). Look-alikes get a handful of
-chance inliers; copies get tens to hundreds.
+white T-shirts on white, two colourings of one drawing, two ice creams on one cone) can be as close
+as a photo and its cropped, re-encoded copy. A copy is the same picture up to one geometric
+transform, so a pair is checked in two steps:
+
+1. align: either the frames themselves (a re-encoded or resized copy keeps the picture's aspect), or
+   one affine transform fitted by RANSAC to matched ORB keypoints (binary, no weights to ship);
+2. compare: the first image warped onto the second, both small and blurred (JPEG blocks and
+   resampling differ, the picture does not), and the share of the overlap whose colours differ
+   counted. A copy differs only where a watermark was added; a different product differs where it
+   differs, even when most of its keypoints match (the shared cone, card or backdrop).
 
 Images are brought to a common size first (:data:`SIDE` on the longer side, small ones enlarged),
 so a 64-pixel thumbnail and its 1,600-pixel original have keypoints at comparable scales.
@@ -32,24 +37,47 @@ REPROJ_PX = 6.0
 #: largest ratio of its two axes' scales (a resize that does not keep the aspect).
 MAX_SCALE = 2.5
 MAX_STRETCH = 1.5
-#: Inliers must span a box of at least this share of the frame in both images.
-MIN_SPREAD = 0.04
-#: A matched keypoint counts only if the colours around it (5×5 mean) differ by at most this much
-#: per channel: keypoints are found in grey, so two colourings of one drawing match in shape alone.
-COLOUR_TOL = 48
+#: Fewest keypoint matches an affine alignment must explain to be tried.
+MIN_INLIERS = 8
+#: Longer side of the image kept for the pixel comparison, and the blur applied to both (pixels of it).
+THUMB = 120
+BLUR = 1.2
+#: A pixel of the overlap disagrees when a colour channel differs by more than this (0-255).
+PIXEL_TOL = 25
+#: Frames are aligned as they are when their aspects differ by at most this factor.
+FRAME_ASPECT = 1.11
+#: The overlap compared must cover at least this share of the smaller picture.
+MIN_OVERLAP = 0.15
 
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    """ORB keypoint positions ((n, 2) float32, in the resized image), their descriptors ((n, 32) uint8)
-    and the mean colour around each ((n, 3) int16)."""
+    """One image's ORB keypoint positions ((n, 2) float32, in its frame: the image resized to SIDE on
+    the longer side), their descriptors ((n, 32) uint8), and the frame itself at THUMB on the longer
+    side ((h, w, 3) uint8, blurred) for the pixel comparison."""
 
     points: np.ndarray
     descriptors: np.ndarray
-    colours: np.ndarray
+    thumb: np.ndarray
 
     def __len__(self) -> int:
         return len(self.points)
+
+    @property
+    def frame(self) -> tuple[float, float]:
+        """Width and height of the frame the points are in."""
+        h, w = self.thumb.shape[:2]
+        return w * SIDE / THUMB, h * SIDE / THUMB
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How two images compare: the share of their overlap whose colours differ once aligned (1.0 when
+    no alignment was found) and the keypoint inliers of the affine alignment (0 when the frames alone
+    aligned them, or none was found)."""
+
+    disagreement: float
+    inliers: int
 
 
 def _cv2():
@@ -59,49 +87,56 @@ def _cv2():
     return cv2
 
 
-def extract(source: str | os.PathLike | bytes, *, side: int = SIDE, n_features: int = N_FEATURES) -> LocalFeatures:
-    """ORB features of one image file (or its bytes). Raises :class:`jiansuo.images.ImageError` if unreadable."""
+def extract(source: str | os.PathLike | bytes, *, n_features: int = N_FEATURES) -> LocalFeatures:
+    """Local features of one image file (or its bytes). Raises :class:`jiansuo.images.ImageError` if unreadable."""
     cv2 = _cv2()
-    rgb = load_image(source, draft_size=side)
-    img = rgb.convert("L")
-    scale = side / max(img.size)
-    gray = np.asarray(img)
+    rgb = np.asarray(load_image(source, draft_size=SIDE).convert("RGB"))
+    h, w = rgb.shape[:2]
+    scale = SIDE / max(h, w)
+    if scale != 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    h, w = rgb.shape[:2]
+    thumb = cv2.resize(rgb, (max(1, round(w * THUMB / SIDE)), max(1, round(h * THUMB / SIDE))),
+                       interpolation=cv2.INTER_AREA)
+    thumb = cv2.GaussianBlur(thumb, (0, 0), BLUR)
     # Local contrast equalised: flat photos (wallpapers, studio shots) then give keypoints too; more
     # copies of them were verified with it on bench/duplicates.py's set.
-    gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
-    colour = np.asarray(rgb.convert("RGB"))
-    if scale != 1:
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        gray = cv2.resize(gray, size, interpolation=interpolation)
-        colour = cv2.resize(colour, size, interpolation=interpolation)
+    gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     orb = cv2.ORB_create(nfeatures=n_features, fastThreshold=10, edgeThreshold=15, patchSize=15)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     if descriptors is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), np.zeros((0, 3), np.int16))
-    points = np.array([k.pt for k in keypoints], dtype=np.float32)
-    blurred = cv2.blur(colour, (5, 5))
-    xy = np.clip(np.rint(points).astype(int), 0, [colour.shape[1] - 1, colour.shape[0] - 1])
-    return LocalFeatures(points, descriptors, blurred[xy[:, 1], xy[:, 0]].astype(np.int16))
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), thumb)
+    return LocalFeatures(np.array([k.pt for k in keypoints], dtype=np.float32), descriptors, thumb)
 
 
-def inliers(a: LocalFeatures, b: LocalFeatures) -> int:
-    """How many ORB matches between ``a`` and ``b`` one plausible affine transform explains; see :func:`match`."""
-    return match(a, b)[0]
+def compare(a: LocalFeatures, b: LocalFeatures, *, enough: float = 0.0) -> Comparison:
+    """Align ``a`` onto ``b`` and return the lower disagreement found: by their frames when their
+    aspects agree, then (unless that already came to ``enough`` or less) by keypoints (:func:`affine`,
+    when it explains at least :data:`MIN_INLIERS` matches)."""
+    (wa, ha), (wb, hb) = a.frame, b.frame
+    best = Comparison(1.0, 0)
+    if max(wa / ha, wb / hb) <= FRAME_ASPECT * min(wa / ha, wb / hb):
+        best = Comparison(disagreement(a, b, np.array([[wb / wa, 0, 0], [0, hb / ha, 0]])), 0)
+    if best.disagreement > enough:
+        transform, inliers = affine(a, b)
+        if transform is not None and inliers >= MIN_INLIERS:
+            fitted = disagreement(a, b, transform)
+            if fitted < best.disagreement:
+                best = Comparison(fitted, inliers)
+    return best
 
 
-def match(a: LocalFeatures, b: LocalFeatures) -> tuple[int, int]:
-    """How many ORB matches between ``a`` and ``b`` one plausible affine transform explains (RANSAC).
+def affine(a: LocalFeatures, b: LocalFeatures) -> tuple[np.ndarray | None, int]:
+    """The affine transform (2×3, from ``a``'s frame to ``b``'s) that RANSAC fits to their ORB matches,
+    and how many matches it explains; (None, 0) when there are too few or it is not one a copy undergoes.
 
     Matches are ratio-tested and one-to-one. The transform must be one a copy can undergo: no mirror,
-    a scale within :data:`MAX_SCALE` either way and near-uniform (:data:`MAX_STRETCH`); and its
-    inliers must spread over at least :data:`MIN_SPREAD` of both images (chance matches between
-    look-alikes bunch up on one edge or texture). An inlier must also keep its colour
-    (:data:`COLOUR_TOL`). Otherwise, and when there are too few matches to fit one, 0. Returns
-    (inliers, matches tried). Repeatable (RANSAC is seeded).
+    a scale within :data:`MAX_SCALE` either way and near-uniform (:data:`MAX_STRETCH`). Repeatable
+    (RANSAC is seeded).
     """
     if len(a) < 3 or len(b) < 3:
-        return 0, 0
+        return None, 0
     cv2 = _cv2()
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     best: dict[int, tuple[float, int]] = {}  # b's keypoint -> (distance, a's keypoint): one-to-one
@@ -110,7 +145,7 @@ def match(a: LocalFeatures, b: LocalFeatures) -> tuple[int, int]:
             if m[0].trainIdx not in best or m[0].distance < best[m[0].trainIdx][0]:
                 best[m[0].trainIdx] = (m[0].distance, m[0].queryIdx)
     if len(best) < 4:
-        return 0, len(best)
+        return None, 0
     src = a.points[[q for _, q in best.values()]]
     dst = b.points[list(best)]
     cv2.setRNGSeed(0)
@@ -119,23 +154,27 @@ def match(a: LocalFeatures, b: LocalFeatures) -> tuple[int, int]:
     transform, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJ_PX,
                                            maxIters=2000, confidence=0.995)
     if transform is None or mask is None:
-        return 0, len(best)
+        return None, 0
     s = np.linalg.svd(transform[:, :2], compute_uv=False)
     if (np.linalg.det(transform[:, :2]) <= 0 or s[1] < 1 / MAX_SCALE or s[0] > MAX_SCALE
             or s[0] > MAX_STRETCH * s[1]):
-        return 0, len(best)
-    a_idx = np.array([q for _, q in best.values()])
-    b_idx = np.array(list(best))
-    same_colour = np.abs(a.colours[a_idx] - b.colours[b_idx]).max(axis=1) <= COLOUR_TOL
-    keep = mask.ravel().astype(bool) & same_colour
-    if _spread(src[keep]) < MIN_SPREAD or _spread(dst[keep]) < MIN_SPREAD:
-        return 0, len(best)
-    return int(keep.sum()), len(best)
+        return None, 0
+    return transform, int(mask.sum())
 
 
-def _spread(points: np.ndarray) -> float:
-    """Area of the points' bounding box as a share of the SIDE × SIDE frame."""
-    if len(points) < 2:
-        return 0.0
-    w, h = points.max(axis=0) - points.min(axis=0)
-    return float(w * h) / (SIDE * SIDE)
+def disagreement(a: LocalFeatures, b: LocalFeatures, transform: np.ndarray) -> float:
+    """Share of the overlap of ``a`` warped by ``transform`` (its frame to ``b``'s) and ``b`` where a
+    colour channel differs by more than :data:`PIXEL_TOL`; 1.0 when the overlap covers less than
+    :data:`MIN_OVERLAP` of the smaller picture."""
+    cv2 = _cv2()
+    t = np.array(transform, dtype=np.float64)
+    t[:, 2] *= THUMB / SIDE   # the thumbs are both THUMB / SIDE of their frames: only the shift rescales
+    hb, wb = b.thumb.shape[:2]
+    warped = cv2.warpAffine(a.thumb, t, (wb, hb), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpAffine(np.ones(a.thumb.shape[:2], np.uint8), t, (wb, hb), flags=cv2.INTER_NEAREST)
+    inside = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)   # edges mix in the border fill
+    smaller = min(hb * wb, a.thumb.shape[0] * a.thumb.shape[1] * abs(np.linalg.det(t[:, :2])))
+    if inside.sum() < MIN_OVERLAP * smaller:
+        return 1.0
+    diff = np.abs(warped.astype(np.int16) - b.thumb.astype(np.int16)).max(axis=2)
+    return float((diff[inside] > PIXEL_TOL).mean())

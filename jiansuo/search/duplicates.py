@@ -5,9 +5,9 @@ Three steps, none of which compares all pairs:
 1. candidates: each image's ``k`` nearest neighbours (the store's own search, so the ANN graph of a
    large index folder or pgvector's HNSW), kept when their cosine reaches the threshold;
 2. verification (:class:`Rule`): a pair is accepted on its cosine alone when that is very high, else
-   only when ORB keypoints of the two files agree under one affine transform
-   (:mod:`jiansuo.features.local`); two different products photographed alike pass the first test
-   but not the second;
+   only when the two files, aligned (by their frames, or by ORB keypoints and one affine transform),
+   agree pixel by pixel over their overlap (:mod:`jiansuo.features.local`); two different products
+   photographed alike pass the first test but not the second;
 3. groups: accepted pairs joined transitively (union-find); a group's score is the lowest cosine of
    its accepted pairs.
 
@@ -43,26 +43,26 @@ class Rule:
     """When a candidate pair counts as a duplicate.
 
     ``cosine ≥ accept``: accepted without reading the images. ``threshold ≤ cosine < accept``: accepted
-    when at least ``min_inliers`` ORB matches, and ``min_share`` of those tried, fit one affine transform.
-    ``threshold`` is also the lowest cosine a candidate may have. ``verify=False`` accepts every
-    candidate (the cosine-only baseline).
+    when, once aligned, at most ``max_disagreement`` of their overlap differs in colour
+    (:func:`jiansuo.features.local.compare`). ``threshold`` is also the lowest cosine a candidate may
+    have. ``verify=False`` accepts every candidate (the cosine-only baseline).
     """
 
     threshold: float = 0.75
-    accept: float = 0.90
-    min_inliers: int = 15
-    min_share: float = 0.3
+    accept: float = 0.95
+    max_disagreement: float = 0.08
     verify: bool = True
 
     def needs_images(self, cosine: float) -> bool:
         return self.verify and cosine < self.accept
 
-    def accepts(self, cosine: float, inliers: int, matches: int) -> bool:
+    def accepts(self, cosine: float, disagreement: float | None = None) -> bool:
+        """Whether a pair of this cosine (and, when its images were compared, this disagreement) is a duplicate."""
         if cosine < self.threshold:
             return False
         if not self.needs_images(cosine):
             return True
-        return inliers >= self.min_inliers and inliers >= self.min_share * max(matches, 1)
+        return disagreement is not None and disagreement <= self.max_disagreement
 
 
 DEFAULT_RULE = Rule()
@@ -70,12 +70,12 @@ DEFAULT_RULE = Rule()
 
 @dataclass(frozen=True)
 class Pair:
-    """Two images (``a < b``), their cosine, and the ORB inliers found (None: not checked)."""
+    """Two images (``a < b``), their cosine, and the share of their overlap that disagrees (None: not compared)."""
 
     a: str
     b: str
     score: float
-    inliers: int | None = None
+    disagreement: float | None = None
 
 
 @dataclass
@@ -157,7 +157,7 @@ def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | 
         cosine = pairs[key]
         if not rule.needs_images(cosine):
             # Accepted on the cosine: only make sure both listings still have their file.
-            return Pair(a, b, cosine) if present(a) and present(b) and rule.accepts(cosine, 0, 0) else None
+            return Pair(a, b, cosine) if present(a) and present(b) and rule.accepts(cosine) else None
         fa, fb = features(a), features(b)
         for item, f in ((a, fa), (b, fb)):
             if isinstance(f, str):
@@ -166,8 +166,8 @@ def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | 
             return None
         from ..features import local
 
-        inliers, matches = local.match(fa, fb)
-        return Pair(a, b, cosine, inliers) if rule.accepts(cosine, inliers, matches) else None
+        found = local.compare(fa, fb, enough=rule.max_disagreement).disagreement
+        return Pair(a, b, cosine, found) if rule.accepts(cosine, found) else None
 
     order = sorted(k for k, c in pairs.items() if c >= rule.threshold)
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
