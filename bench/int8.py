@@ -39,6 +39,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from results_md import write_section  # noqa: E402
 
 
+def cpu_int8() -> str:
+    """Which int8 dot-product instructions this CPU has: without VNNI, ONNX Runtime's u8×s8 kernels sum
+    pairs of products in 16 bits (why the product's weights are 7-bit, jiansuo.features.quantize)."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "CPU flags unknown"
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return f"VNNI: {', '.join(vnni)}" if vnni else "no VNNI (AVX2" + (", AVX-512" if "avx512f" in flags else "") + ")"
+
+
 def log(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
 
@@ -172,11 +183,11 @@ def main() -> None:
 
     lines = ["## int8 inference for the default model (`bench/int8.py`)", "",
              f"`.venv/bin/python bench/int8.py{' --quick' if args.quick else ''}` — {stamp}, {platform.machine()}, "
-             f"{os.cpu_count()} cores, load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at the end. "
+             f"{os.cpu_count()} cores, {cpu_int8()}, load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at the end. "
              f"Evaluation: {len(x)} photos ({len(x) - 12} Fashion-MNIST test products rendered as product shots, 12 "
              "scikit-image photos cropped and turned), none of them in the calibration set.", "",
              "Cosine of the int8 features to the float features, by what stays in float (ONNX Runtime static QDQ, "
-             "int8 weights per channel, uint8 activations, min/max calibration; pooling and the classifier always "
+             "int8 weights per channel on 7 bits, uint8 activations, min/max calibration; pooling and the classifier always "
              "in float):", "",
              "| int8 network | median | 5th percentile | min | quantisation (s) |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['label']} | {r['median']:.4f} | {r['p5']:.4f} | {r['min']:.4f} | {r['seconds']:.0f} |" for r in layers]

@@ -4,9 +4,10 @@ A shopper's photo often shows the product in a room, on a person or on a shelf; 
 photo mixes the product with its surroundings. The box is found by region-level matching: windows of
 four sizes slid over the photo are embedded in one batch, each is scored by its best similarity in
 the catalogue, and the best three are refined (grown, shrunk, shifted). The box is kept only if it
-matches the catalogue better than the whole photo, so a photo that is the product (a scene, or a
-product on a backdrop, which :mod:`jiansuo.framing` crops anyway) is searched whole, as without
-auto-box. No extra weights: the extractor the index uses, about 60 inferences in a few batches.
+matches the catalogue better than the whole photo (by :data:`MIN_GAIN`), so a photo that is the
+product (a scene, or a product on a backdrop, which :mod:`jiansuo.framing` crops anyway) is searched
+whole, as without auto-box. No extra weights: the extractor the index uses, about 60 inferences in a
+few batches.
 
 Photos with a near-uniform backdrop are not skipped: a product pasted on a flat wallpaper is framed
 with the wallpaper's pattern around it, and the windows still find it (measured: skipping them lost
@@ -37,6 +38,10 @@ REFINE_TOP = 3
 #: The refinement of the best window: (scale, shift x, shift y), shifts as shares of its size.
 REFINE = ((0.75, 0, 0), (1.3, 0, 0), (1, -0.25, 0), (1, 0.25, 0), (1, 0, -0.25), (1, 0, 0.25))
 
+#: How much better than the whole photo the best window must match to be kept: a photo that is the
+#: product has windows within a few thousandths of it, which only noise puts ahead.
+MIN_GAIN = 0.01
+
 #: vectors (n, dim) → the best catalogue similarity of each, (n,)
 BestScores = Callable[[np.ndarray], np.ndarray]
 
@@ -56,7 +61,7 @@ def suggest_box(extractor, img: Image.Image, best_scores: BestScores, whole: np.
         boxes = boxes + refined
         scores = np.concatenate([scores, best_scores(_embed(extractor, img, refined))])
     j = int(np.argmax(scores))
-    return boxes[j] if scores[j] > float(best_scores(whole[None])[0]) else None
+    return boxes[j] if scores[j] >= float(best_scores(whole[None])[0]) + MIN_GAIN else None
 
 
 def catalogue_scores(store, **search) -> BestScores:

@@ -530,7 +530,8 @@ def _add_train_hash(sub) -> None:
     p.add_argument("--hidden", type=int, nargs="*", default=[512],
                    help="hidden layer widths of the supervised head (default 512; none: linear)")
     p.add_argument("--rerank", choices=["hidden", "latent", "input"], default=None,
-                   help="feature candidates are re-ranked by (default: hidden supervised, input unsupervised)")
+                   help="feature candidates are re-ranked by (default: hidden supervised where it ranked the held-out "
+                        "photos better than the stored feature, else input)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -567,7 +568,8 @@ def _cmd_train_hash(args) -> int:
                                                   progress=not args.no_progress, skipped=skipped)
             n_labels = len(set(labels))
             layer = train_judged(feats, labels, bits, hidden=tuple(args.hidden), epochs=args.epochs,
-                                 rerank=args.rerank or "hidden", seed=args.seed, progress=not args.no_progress)
+                                 seed=args.seed, progress=not args.no_progress,
+                                 **({"rerank": args.rerank} if args.rerank else {}))
         coded = store.set_hash_layer(layer, progress=not args.no_progress)
         summary = {**describe(layer), "labels": n_labels, "coded_images": coded,
                    "skipped": [{"path": p, "reason": r} for p, r in skipped],

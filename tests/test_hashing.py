@@ -19,7 +19,7 @@ from jiansuo.hashing.codes import (
 )
 from jiansuo.hashing.itq import train_itq
 from jiansuo.hashing.layer import HashLayer
-from jiansuo.hashing.train import train_supervised
+from jiansuo.hashing.train import MIN_STEPS, train_supervised
 from jiansuo.index import Index, ItemInfo
 from jiansuo.search import hashing as hash_mode
 from jiansuo.search.folder import FolderStore
@@ -205,7 +205,7 @@ def labelled_folders(tmp_path):
     cat, qdir = tmp_path / "LABELLED", tmp_path / "QUERIES"
     for c in CLASSES:
         name = fashion_mnist.CLASS_NAMES[c].replace("/", "-").replace(" ", "-")
-        for folder, picks in ((cat, np.flatnonzero(labels == c)[:15]), (qdir, np.flatnonzero(labels == c)[15:18])):
+        for folder, picks in ((cat, np.flatnonzero(labels == c)[:25]), (qdir, np.flatnonzero(labels == c)[25:28])):
             (folder / name).mkdir(parents=True, exist_ok=True)
             for i in picks:
                 Image.fromarray(images[i]).save(folder / name / f"{i}.png")
@@ -230,11 +230,18 @@ def test_cli_train_search_evaluate(labelled_folders, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "supervised" and summary["bits"] == 16 and summary["labels"] == 4
     # A fifth of the labelled photos is held out to judge the learnt ranking (train_judged).
-    assert summary["trained_on"] == 48 and summary["judged_on"] == 12 and summary["coded_images"] == 60
-    assert summary["similar_ranking"] in ("learned", "expanded") and set(summary["judgement"]) == {"expanded", "learned"}
+    assert summary["trained_on"] == 80 and summary["judged_on"] == 20 and summary["coded_images"] == 100
+    # 80 photos are one batch an epoch: the 10 epochs asked for would be 10 steps; it trains MIN_STEPS.
+    assert summary["epochs"] == MIN_STEPS and summary["train_accuracy"] == 1.0
+    assert summary["similar_ranking"] in ("learned", "expanded") and set(summary["judgement"]) == {"plain", "expanded", "learned"}
+    # Hash mode re-ranks by the learnt feature only where it beat the plain one on the held-out photos.
+    judged = summary["judgement"]
+    learnt_helps = judged["learned"]["map100"] >= judged["plain"]["map100"] + 0.01 and \
+        judged["learned"]["p10"] >= judged["plain"]["p10"]
+    assert summary["rerank"] == ("hidden" if learnt_helps else "input")
     assert main(["search", query, "--index", idx, "--mode", "hash", "--json", "-k", "5"]) == 0
     [out] = json.loads(capsys.readouterr().out)
-    assert len(out["results"]) == 5 and out["candidates"] == 60  # pool default > catalogue: all examined
+    assert len(out["results"]) == 5 and out["candidates"] == 100  # pool default > catalogue: all examined
     assert sum(r["id"].startswith("Bag/") for r in out["results"]) >= 4
     with Index.open(idx) as index:
         assert any(line.startswith("hash layer: supervised 16 bits") for line in store.info_lines(index))
@@ -253,7 +260,7 @@ def test_cli_train_search_evaluate(labelled_folders, tmp_path, capsys):
         csv.write_text("path,label\n" + "".join(f"{i},{i.split('/')[0]}\n" for i in index.ids()))
     assert main(["train-hash", "--labels", str(csv), "--index", idx, "--bits", "8", "--epochs", "3",
                  "--no-progress"]) == 0
-    assert "supervised 8-bit hash layer on 48 images of 4 labels" in capsys.readouterr().out
+    assert "supervised 8-bit hash layer on 80 images of 4 labels" in capsys.readouterr().out
     # Labelled photos that are not in the index are embedded for training.
     assert main(["train-hash", str(qdir), "--index", idx, "--bits", "8", "--epochs", "3", "--json",
                  "--no-progress"]) == 0

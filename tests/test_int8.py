@@ -41,7 +41,7 @@ def test_int8_features_agree_with_float32(fp32, int8):
     photos = [real_photo(n) for n in PHOTO_NAMES]
     cosines = np.sum(fp32.embed_images(photos) * int8.embed_images(photos), axis=1)
     assert cosines.min() >= 0.98, dict(zip(PHOTO_NAMES, cosines.round(4)))
-    assert int8.describe() == {**fp32.describe(), "precision": "int8"}
+    assert int8.describe() == {**fp32.describe(), "precision": "int8", "quantization": quantize.QUANT_VERSION}
 
 
 def test_int8_finds_the_same_originals_of_near_copies(fp32, int8):
@@ -83,6 +83,12 @@ def test_a_store_of_one_precision_refuses_vectors_of_the_other(tmp_path, catalog
         with pytest.raises(IndexError_, match="holds int8 vectors") as refused:
             store.check_model(fp32.describe())
         assert "--precision int8" in str(refused.value) and "--rebuild" in str(refused.value)
+        # int8 vectors of another quantisation are refused too (an index from before versions: version 1).
+    for n, older in enumerate(({**int8.describe(), "quantization": "0"},
+                               {k: v for k, v in int8.describe().items() if k != "quantization"})):
+        with FolderStore.open(tmp_path / f"old{n}.idx", model=older) as old:
+            with pytest.raises(IndexError_, match="older quantised efficientnet-lite0 network.*re-index"):
+                old.check_model(int8.describe())
     # The CLI searches at the index's own precision by itself.
     query = next(catalog.rglob("chelsea.*"))
     assert main(["search", str(query), "--index", str(idx), "--json", "-k", "1"]) == 0

@@ -19,6 +19,7 @@ from PIL import Image
 from skimage import data
 
 from jiansuo.features.base import ModelError, get_extractor, model_class
+from jiansuo.features.quantize import QUANT_VERSION
 from jiansuo.features.vgg16 import WEIGHTS_ENV, build_torch, load_weights
 
 # VGG16 ("configuration D"): conv widths, "M" = 2×2 max pool. Written out here, independently of
@@ -335,7 +336,7 @@ def test_vgg16_int8_stays_close_to_float32(files, photos):
     """The original system's feature in int8 (an option): cosine to float32 on real photos."""
     fp32 = get_extractor("vgg16", weights=files["keras_notop"])
     int8 = get_extractor("vgg16", weights=files["keras_notop"], precision="int8")
-    assert int8.describe() == {**fp32.describe(), "precision": "int8"}
+    assert int8.describe() == {**fp32.describe(), "precision": "int8", "quantization": QUANT_VERSION}
     more = [Image.fromarray(data.coffee()), Image.fromarray(data.rocket())]
     cosines = np.sum(fp32.embed_images(photos + more) * int8.embed_images(photos + more), axis=1)
     assert cosines.min() >= 0.98, cosines

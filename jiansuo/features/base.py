@@ -50,8 +50,11 @@ class Extractor(ABC):
 
     @classmethod
     def description(cls, precision: str = "fp32") -> dict:
-        """:meth:`describe` of an instance of this class with that precision, without building one."""
-        return {
+        """:meth:`describe` of an instance of this class with that precision, without building one.
+
+        An int8 network also records its quantisation's version: int8 vectors of two versions differ
+        as much as int8 and fp32 ones do."""
+        out = {
             "name": cls.name,
             "version": cls.version,
             "dim": cls.dim,
@@ -59,6 +62,11 @@ class Extractor(ABC):
             "preprocessing": cls.preprocessing(),
             "precision": precision,
         }
+        if precision == "int8":
+            from .quantize import QUANT_VERSION
+
+            out["quantization"] = QUANT_VERSION
+        return out
 
     @classmethod
     def preprocessing(cls) -> str:

@@ -79,12 +79,25 @@ class VectorStore(ABC):
         A model differs when its name, version, dimension or preprocessing differ: mixing vectors
         of two of them would rank nonsense, so a mismatch is always refused.
         """
-        keys = ("name", "version", "dim", "preprocessing", "precision")
-        # Stores made before precisions existed hold float32 vectors.
+        keys = ("name", "version", "dim", "preprocessing", "precision", "quantization")
+        # Stores made before precisions existed hold float32 vectors; int8 ones before versions, version 1.
         mine, theirs = ({k: m.get(k, "fp32" if k == "precision" else None) for k in keys} for m in (self.model, model))
+        for m in (mine, theirs):
+            if m["precision"] == "int8" and m["quantization"] is None:
+                m["quantization"] = "1"
         if mine == theirs:
             return
         changed = [k for k in keys if mine[k] != theirs[k]]
+        if "precision" in changed:  # only int8 has a quantisation: the precision is the difference
+            changed.remove("quantization")
+        if changed == ["quantization"]:
+            raise IndexError_(
+                f"{self.location} holds int8 vectors of an older quantised {mine['name']} network (quantisation "
+                f"{mine['quantization']}; this version of jiansuo makes quantisation {theirs['quantization']}), "
+                f"which differ slightly and cannot be mixed with new ones: re-index (jiansuo index PHOTOS "
+                f"--index LOCATION embeds every image again; for the site, python -m jiansuo.web sync_index "
+                f"--rebuild)."
+            )
         if changed == ["precision"]:
             raise IndexError_(
                 f"{self.location} holds {mine['precision']} vectors of {mine['name']}; {theirs['precision']} ones "
