@@ -172,7 +172,8 @@ class Method:
     intent: tuple["Method", "Method", float | None, int] | None = None
     # The shipped product itself: its extractor (jiansuo.features.get_extractor), its index folder and its
     # ranking (jiansuo.search.ranking.rank), "plain" (intent same), "ranking" (the default) or "labels"
-    # (the default with a supervised layer trained by train_judged on the category database's labels).
+    # (the default with a supervised layer trained by train_judged on the category database's labels) or
+    # "verified" (the default with the first results checked against the query's pixels: search --verify).
     product: str | None = None
     precision: str = "fp32"                          # the shipped network's precision (fp32 or int8)
     note: str = ""
@@ -252,11 +253,33 @@ def product_scores(m: Method, sd: SetData, ctx: "Context") -> np.ndarray:
             if m.product == "labels":
                 store.set_hash_layer(ctx.product_layer(m.precision))
             intent = "same" if m.product == "plain" else "both"
+            verifier = _verifier(sd) if m.product == "verified" else None
+            start = time.perf_counter()
             for s in range(0, len(q), 256):
-                for row, result in zip(range(s, s + 256), rank(store, q[s : s + 256], depth, intent=intent, mode="exact")):
+                verify = (lambda n, hits, s=s: verifier(s + n, hits)) if verifier else None
+                for row, result in zip(range(s, s + 256), rank(store, q[s : s + 256], depth, intent=intent,
+                                                               mode="exact", verify=verify)):
                     for pos, hit in enumerate(result.hits):
                         out[row, int(hit.id)] = len(db) - pos
+            if verifier:
+                ctx.verify_ms[sd.name] = 1000 * (time.perf_counter() - start) / len(q)
     return out
+
+
+def _verifier(sd: SetData):
+    """``rank``'s ``verify`` for the set's queries (by their row among the queries): the product's
+    copy verification (jiansuo.search.verify), stored images read from the set's files."""
+    from jiansuo.features.local import extract
+    from jiansuo.search.verify import copy_first, file_features
+
+    entries = sd.manifest["entries"]
+    by_file = file_features(sd.folder, cache=len(sd.db_rows))
+    db_files = [entries[r]["file"] for r in sd.db_rows]
+
+    def verify(row: int, hits):
+        return copy_first(hits, extract(sd.folder / entries[sd.q_rows[row]]["file"]), lambda i: by_file(db_files[int(i)]))
+
+    return verify
 
 
 def scores(m: Method, sd: SetData, ctx: "Context") -> np.ndarray:
@@ -289,6 +312,7 @@ class Context:
     def __init__(self, sets: dict[str, SetData]):
         self.sets = sets
         self._layers: dict[str, object] = {}
+        self.verify_ms: dict[str, float] = {}   # set name -> ms per query of the --verify row
 
     def product_layer(self, precision: str = "fp32"):
         """A supervised layer trained as the product trains one (train_judged, 128 bits as the site does) on
@@ -300,7 +324,7 @@ class Context:
             sd = self.sets["category"]
             x = product_vectors(sd.folder, sd.manifest, precision=precision)[sd.db_rows]
             key = hashlib.sha256(x.tobytes()).hexdigest()[:16]
-            path = CACHE / "layers" / f"product-judged128-{key}.npz"
+            path = CACHE / "layers" / f"product-judged128-v2-{key}.npz"  # v2: MIN_STEPS, judged vs plain
             if path.is_file():
                 self._layers[f"product-{precision}"] = HashLayer.load(path)
             else:
@@ -481,6 +505,8 @@ def methods() -> list[Method]:
         Method(SHIPPED, (), product="ranking", precision="int8", group="shipped",
                note="jiansuo.search.ranking.rank: the item and near-copies first, the rest by αQE n=10; "
                     "the statically quantised network (jiansuo.features.quantize)"),
+        Method("shipped default + --verify", (), product="verified", precision="int8", group="shipped",
+               note="the first 5 results checked against the query's pixels (jiansuo.search.verify)"),
         Method("shipped, with a layer trained on the categories", (), product="labels", precision="int8",
                group="shipped", note="train_judged (128 bits, a fifth of the labels held out to judge), then rank"),
         Method("shipped, fp32 network (--precision fp32)", (), product="ranking", precision="fp32", group="shipped",
@@ -666,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     dba = dba_update_stats(sets["category"], Method("", ((framed(DEFAULT), "gem3"),)), DBA_SIM[0])
     rates = throughput(sets["relisting"], [DEFAULT, framed(DEFAULT)])
     elapsed, load1 = time.perf_counter() - t0, os.getloadavg()[0]
-    text = report(args, rows, rel, base_s, cost, dba, check, sets, elapsed, load0, load1, rates)
+    text = report(args, rows, rel, base_s, cost, dba, check, sets, elapsed, load0, load1, rates, ctx.verify_ms)
     print(text)
     if not args.quick and not args.no_write and not wanted:
         write_section("quality", text)
@@ -682,7 +708,7 @@ def default_check(sd: SetData, n: int = 64) -> float:
     return float(np.min(np.sum(mine * theirs, axis=1)))
 
 
-def report(args, rows, rel, base_s, cost, dba, check, sets, elapsed, load0, load1, rates) -> str:
+def report(args, rows, rel, base_s, cost, dba, check, sets, elapsed, load0, load1, rates, verify_ms) -> str:
     import onnxruntime
 
     cmd = "nice -n 10 .venv/bin/python bench/quality.py" + (" --quick" if args.quick else "")
@@ -725,6 +751,10 @@ def report(args, rows, rel, base_s, cost, dba, check, sets, elapsed, load0, load
         "",
         fmt_copy(rows),
         "",
+        *([("Copy verification (`jiansuo search --verify`), time per query on top of the search: "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in verify_ms.items())
+            + " (the query's local features, then its first results compared until one is a copy; the stored "
+            "images' features read once and cached, as one search process does)."), ""] if verify_ms else []),
         "Object framing (`quality_levers.Framing()`: " + ", ".join(f"{k}={v}" for k, v in FRAMING.key().items())
         + "), cost per image on one core and the images it crops:",
         "",

@@ -20,12 +20,11 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..images import ImageError
 from .store import VectorStore
+from .verify import disagreement, file_features
 
 #: Neighbours looked at per image.
 DEFAULT_K = 10
@@ -34,8 +33,6 @@ BATCH = 1024
 #: Graph beam width for candidates in an index folder: a copy is among an image's very nearest
 #: neighbours, which a narrow beam finds (bench/duplicates.py --scale measures recall and time).
 CANDIDATE_EF = 48
-#: Local features kept in memory while verifying (an image is usually in a few pairs, in id order).
-FEATURE_CACHE = 4096
 
 
 @dataclass(frozen=True)
@@ -132,22 +129,13 @@ def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | 
     reason, once, and no pair with it is accepted.
     """
     skipped = [] if skipped is None else skipped
-    base = Path(root) if root else Path()
+    features = file_features(root)  # an image is usually in a few pairs, in id order: a small cache
     bad: dict[str, str] = {}
-
-    @lru_cache(maxsize=FEATURE_CACHE)
-    def features(item: str):
-        from ..features import local
-
-        try:
-            return local.extract(base / item)
-        except ImageError as exc:
-            return str(exc)
 
     def present(item: str) -> bool:
         if item in bad:
             return False
-        if not (base / item).is_file():
+        if not (Path(root or "") / item).is_file():
             bad[item] = "file not found"
             return False
         return True
@@ -164,9 +152,7 @@ def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | 
                 bad.setdefault(item, f)
         if isinstance(fa, str) or isinstance(fb, str):
             return None
-        from ..features import local
-
-        found = local.compare(fa, fb, enough=rule.max_disagreement).disagreement
+        found = disagreement(fa, fb, rule.max_disagreement)
         return Pair(a, b, cosine, found) if rule.accepts(cosine, found) else None
 
     order = sorted(k for k, c in pairs.items() if c >= rule.threshold)

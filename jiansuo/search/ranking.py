@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Callable
+
 from ..features.base import l2_normalize
 from .base import Hit, Result
 from .store import Allowed, VectorStore
+from .verify import VERIFY_K
 
 INTENTS = ("both", "same", "similar")
 #: αQE: the query plus its QE_N nearest stored vectors, each weighted by its similarity to the power QE_ALPHA.
@@ -44,13 +47,16 @@ LEARNED_POOL = 200
 
 
 def rank(store: VectorStore, queries: np.ndarray, k: int = 10, *, intent: str = "both", mode: str = "auto",
-         allowed: Allowed = None, min_score: float | None = None, **options) -> list[Result]:
+         allowed: Allowed = None, min_score: float | None = None,
+         verify: Callable[[int, list[Hit]], list[Hit]] | None = None, **options) -> list[Result]:
     """The ``k`` best stored images for each query vector, ranked for ``intent``.
 
     ``both`` (default): the item itself (and near-copies) first, then products like it; ``same``: the
     plain nearest-neighbour ranking; ``similar``: products like it, by the expanded query. ``mode``,
     ``allowed`` and ``options`` are the store's (:meth:`VectorStore.search`); scores are cosine
-    similarities to the query, and ``min_score`` drops weaker results.
+    similarities to the query, and ``min_score`` drops weaker results. ``verify(n, hits)`` may
+    re-order query ``n``'s plain results before they are used (at least :data:`.verify.VERIFY_K` of
+    them; :func:`.verify.copy_first` puts the query's own picture first).
     """
     if intent not in INTENTS:
         raise ValueError(f"unknown intent {intent!r}; choose one of: {', '.join(INTENTS)}")
@@ -60,7 +66,9 @@ def rank(store: VectorStore, queries: np.ndarray, k: int = 10, *, intent: str = 
     layer = store.hash_layer() if intent != "same" else None
     learned = layer if layer is not None and learned_ranking_helps(layer) else None
     depth = k if intent == "same" else max(k, QE_N, max(LEARNED_POOL, 4 * k) if learned is not None else 0)
-    plain = store.search(queries, depth, mode=mode, allowed=allowed, **options)
+    plain = store.search(queries, max(depth, VERIFY_K) if verify else depth, mode=mode, allowed=allowed, **options)
+    if verify is not None:
+        plain = [Result(verify(n, r.hits), r.candidates, r.mode) for n, r in enumerate(plain)]
     if intent == "same":
         return [_cut(r.hits, r, k, min_score) for r in plain]
     if learned is not None:
