@@ -43,9 +43,9 @@ def _weights_path() -> str:
 
 
 #: Layers the int8 network keeps in float (name prefixes in the exported graph): the stem and the first
-#: two blocks, at 112x112. Measured by bench/int8.py, one block at a time: everything int8 keeps a
-#: median cosine of 0.980 to the float features (min 0.942), these in float 0.997 (min 0.994); they
-#: are a small share of the compute.
+#: two blocks, at 112x112. Measured by bench/int8.py, one block at a time (7-bit weights, a CPU without
+#: VNNI): everything int8 keeps a median cosine of 0.957 to the float features (min 0.880), these in
+#: float 0.992 (min 0.979), and no other block comes near; they are a small share of the compute.
 INT8_KEEP_FLOAT = ("/_conv_stem/", "/_swish/Clip", "/_blocks.0/", "/_blocks.1/")
 
 #: What the exported graph computes; part of the export's cache key (a change re-exports).
@@ -84,7 +84,7 @@ class EfficientNetLite0(Extractor):
     input_size = 224
 
     #: int8 by default: within 0.005 of fp32 on every bench/quality.py figure, the hashing figures
-    #: hold (bench/int8.py), about twice as fast.
+    #: hold (bench/int8.py), 1.4x as fast without VNNI and about 2x with it.
     default_precision = "int8"
 
     def __init__(self, weights: str | None = None, precision: str = "fp32"):

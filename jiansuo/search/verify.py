@@ -6,8 +6,9 @@ photos of the same style. Its pixels settle it: the query and each of its first 
 aligned and compared as :mod:`jiansuo.features.local` does for duplicate listings, with the same
 disagreement limit, and the first result that is the query's own picture is moved to the top.
 
-It reads the stored images' files, so it is a choice (``jiansuo search --verify``): about 10 ms per
-result compared, the first being usually the copy itself. ``bench/quality.py`` measures it.
+It reads the stored images' files, so it is a choice (``jiansuo search --verify``, the API's
+``verify``): about 10 ms per result compared, the first being usually the copy itself.
+``bench/quality.py`` measures it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.conftest import real_photo
+
 from .support import CatalogTestCase, jpeg_bytes, on_postgresql, query_photo
 
 RESULT_KEYS = {"item_id", "title", "category", "price", "shop", "url", "image_url", "score"}
@@ -212,6 +214,23 @@ class ApiTests(CatalogTestCase):
         for box, item in ((f"0,0,{half:.3f},1", "coffee-1"), (f"{half:.3f},0,1,1", "rocket-1")):
             response = self.api.post("/api/search", {"image": photo(data), "box": box, "k": 1}, format="multipart")
             self.assertEqual(response.json()["results"][0]["item_id"], item, box)
+
+    def test_verify_checks_the_first_results_against_the_photo(self):
+        from unittest import mock
+
+        from jiansuo.search import verify
+
+        small = real_photo("rocket")
+        small.thumbnail((80, 80))
+        with mock.patch.object(verify, "copy_first", wraps=verify.copy_first) as checked:
+            response = self.api.post("/api/search", {"image": photo(jpeg_bytes(small, 40)), "verify": "true", "k": 3},
+                                     format="multipart")
+        self.assertEqual(response.status_code, 200, response.content)
+        self.assertEqual(response.json()["results"][0]["item_id"], "rocket-1")
+        self.assertTrue(checked.called)
+        self.assertTrue(all(len(call.args[0]) >= verify.VERIFY_K for call in checked.call_args_list))
+        self.assertError(self.api.post("/api/search", {"image": photo(), "verify": "true", "box": "0,0,0.5,1"},
+                                       format="multipart"), 400, "whole photos")
 
     def test_box_auto_finds_a_product_on_a_wall_and_leaves_a_whole_photo_whole(self):
         from jiansuo.images import Box

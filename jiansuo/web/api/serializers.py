@@ -62,6 +62,17 @@ class SearchRequestSerializer(FilterSerializer):
                                           "auto: the part that matches the catalogue best (the product in a "
                                           "photo of a room or an outfit), or the whole photo when it is the product")
 
+    verify = serializers.BooleanField(
+        required=False, default=False,
+        help_text="check the first 5 results against the photo's pixels and put the one it is a copy of first "
+                  "(a small, turned or cropped copy of a listing photo); slower, and only for the whole photo")
+
+    def validate(self, data):
+        data = super().validate(data)
+        if data.get("verify") and data.get("box"):
+            raise serializers.ValidationError({"verify": "verify compares whole photos: not with a box"})
+        return data
+
     def validate_box(self, value: str) -> Box | str | None:
         if not value:
             return None

@@ -66,7 +66,8 @@ def search(request: Request) -> Response:
         raise error(exc.messages[0]) from None
     min_score = params.threshold()
     hits = search_products(vector, params.validated_data["k"], params.filters(), min_score=min_score,
-                           intent=params.validated_data["intent"])
+                           intent=params.validated_data["intent"],
+                           verify_photo=data if params.validated_data["verify"] else None)
     return Response({"box": str(box) if box else None, "min_score": min_score,
                      "results": [hit_data(h, request) for h in hits]})
 

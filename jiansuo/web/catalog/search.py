@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from decimal import Decimal
 
 import numpy as np
@@ -184,16 +185,28 @@ def auto_box(source, whole: np.ndarray | None = None) -> Box | None:
 
 def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
                     exclude: Product | None = None, min_score: float | None = None,
-                    intent: str = "both") -> list[ProductHit]:
+                    intent: str = "both", verify_photo: bytes | None = None) -> list[ProductHit]:
     """The ``k`` products most similar to ``vector`` among those matching ``filters``, ranked for
     ``intent`` as the CLI ranks (:func:`jiansuo.search.ranking.rank`: by default the product itself
     first, then products like it).
 
     A product with several photos counts once, with its best photo's score. With ``min_score``,
-    only products scoring at least that (cosine similarity) are returned.
+    only products scoring at least that (cosine similarity) are returned. With ``verify_photo`` (the
+    query photo's bytes), the first results are checked against its pixels and the one it is a copy
+    of goes first (:func:`jiansuo.search.verify.copy_first`, as ``jiansuo search --verify``).
     """
     if k <= 0:
         return []
+    verify = None
+    if verify_photo is not None:
+        from jiansuo.features.local import extract
+        from jiansuo.search.verify import copy_first
+
+        photo, stored = extract(verify_photo), _stored_features(str(settings.MEDIA_ROOT))
+
+        def verify(n: int, hits: list[Hit]) -> list[Hit]:
+            return copy_first(hits, photo, stored)
+
     store = get_store()
     allowed = allowed_photos(store, filters, exclude)
     options = {name: value for name, value in (("ef", settings.JIANSUO_SEARCH_EF),
@@ -204,11 +217,20 @@ def search_products(vector: np.ndarray, k: int, filters: Filters = Filters(), *,
     want = 2 * k + 8
     while True:
         result = rank(store, query, want, intent=intent, mode=settings.JIANSUO_SEARCH_MODE, allowed=allowed,
-                      min_score=min_score, **options)[0]
+                      min_score=min_score, verify=verify, **options)[0]
         hits = products_for(result.hits, filters, exclude)
         if len(hits) >= k or len(result.hits) < want:
             return hits[:k]
         want *= 4
+
+
+@lru_cache(maxsize=4)
+def _stored_features(media_root: str):
+    """Local features of stored photos, read under ``media_root`` and kept for the process: a photo's
+    file is named by its content, so its features never go stale."""
+    from jiansuo.search.verify import file_features
+
+    return file_features(media_root)
 
 
 def similar_products(product: Product, k: int, filters: Filters = Filters(), *,
