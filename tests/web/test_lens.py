@@ -67,6 +67,24 @@ class LensPageTests(CatalogTestCase):
         self.assertNotContains(page, "Search the whole photo")
         self.assertNotContains(page, 'name="box"')
 
+    def test_a_query_saved_by_another_network_is_embedded_again(self):
+        from django.core.cache import cache
+
+        from jiansuo.web.catalog import photos, views
+        from jiansuo.web.history import store as history_store
+
+        results = self.upload(query_photo("rocket")).url
+        self.assertEqual(self.result_ids(self.client.get(results))[0], "rocket-1")
+        cache.clear()
+        # The site's network changed (another model, precision or quantisation): the saved vector is not used.
+        with mock.patch.object(photos, "network_tag", return_value="another-net"), \
+                mock.patch.object(history_store, "network_tag", return_value="another-net"), \
+                mock.patch.object(views, "embed", wraps=views.embed) as embed:
+            self.assertEqual(self.result_ids(self.client.get(results))[0], "rocket-1")
+            cache.clear()
+            self.assertEqual(self.result_ids(self.client.get(results))[0], "rocket-1")
+        self.assertEqual(embed.call_count, 1)  # once, then saved for that network
+
     def test_a_box_searches_that_part_of_the_stored_photo(self):
         two = on_a_wall(("coffee", (60, 200, 260, 195)), ("rocket", (620, 150, 220, 330)))
         results = self.upload(two).url.split("?")[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import secrets
 import time
@@ -99,23 +100,33 @@ def save_query_photo(img: Image.Image) -> str:
     return token
 
 
+def network_tag() -> str:
+    """A short tag of the network the site embeds with (its extractor's whole description: model,
+    preprocessing, precision, quantisation): vectors made by another cannot be searched against the store."""
+    from .search import get_extractor
+
+    return hashlib.sha256(json.dumps(get_extractor().describe(), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def query_cache_key(token: str, part: str = "") -> str:
-    """The cache key of query ``token``'s vector (``part``: of one box of its photo, see .lens); the model
-    and its precision are in it, since vectors of another cannot be searched against the store."""
-    return f"jiansuo:query:{settings.JIANSUO_MODEL}:{settings.JIANSUO_PRECISION or 'default'}:{token}{part}"
+    """The cache key of query ``token``'s vector (``part``: of one box of its photo, see .lens), made by
+    the site's network (:func:`network_tag`)."""
+    return f"jiansuo:query:{network_tag()}:{token}{part}"
 
 
 def save_query_vector(token: str, vector: np.ndarray) -> None:
     """Keep the query's vector beside its photo, so its results never need the photo embedded again."""
-    atomic_write(_query_dir() / f"{token}.npy", lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32)))
+    atomic_write(_query_dir() / f"{token}-{network_tag()}.npy",
+                 lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32)))
 
 
 def query_vector(token: str) -> np.ndarray | None:
-    """The vector saved with the query photo ``token``, or None (malformed or expired token)."""
+    """The vector the site's network made for query photo ``token``, or None (malformed or expired
+    token, or saved by another network: embed the photo again)."""
     if not _TOKEN.match(token or ""):
         return None
     try:
-        return np.load(_query_dir() / f"{token}.npy", allow_pickle=False)
+        return np.load(_query_dir() / f"{token}-{network_tag()}.npy", allow_pickle=False)
     except (OSError, ValueError):
         return None
 
@@ -158,7 +169,7 @@ def query_files(token: str) -> list[Path]:
     """The files kept for query ``token`` (its photo, its vector) that exist."""
     if not _TOKEN.match(token or ""):
         return []
-    return [p for p in (_query_dir() / f"{token}.jpg", _query_dir() / f"{token}.npy") if p.is_file()]
+    return [p for p in (_query_dir() / f"{token}.jpg", *_query_dir().glob(f"{token}-*.npy")) if p.is_file()]
 
 
 def restore_query(token: str, photo: bytes, vector: np.ndarray | None) -> None:

@@ -30,7 +30,7 @@ from . import lens
 from .forms import FilterForm, PhotoSearchForm, photo_vector
 from .models import Product
 from .photos import query_cache_key, query_photo_path, query_vector, save_query_photo, save_query_vector
-from .search import auto_box, close_matches, search_products, similar_products
+from .search import auto_box, close_matches, embed, search_products, similar_products
 
 # How many query tokens a session remembers (older searches fall out of its history).
 _SESSION_QUERIES = 20
@@ -157,6 +157,11 @@ def _query_vector(request: HttpRequest, token: str) -> np.ndarray:
     if vector is None:
         vector = query_vector(token)
         if vector is None:
-            raise Http404
+            photo = query_photo_path(token)
+            if photo is None:
+                raise Http404
+            # Saved by another network (the site's model or its quantisation changed): embedded again.
+            vector = embed(photo.read_bytes())
+            save_query_vector(token, vector)
         cache.set(query_cache_key(token), vector, settings.JIANSUO_QUERY_TTL_SECONDS)
     return vector
