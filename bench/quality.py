@@ -277,7 +277,8 @@ def _verifier(sd: SetData):
     db_files = [entries[r]["file"] for r in sd.db_rows]
 
     def verify(row: int, hits):
-        return copy_first(hits, extract(sd.folder / entries[sd.q_rows[row]]["file"]), lambda i: by_file(db_files[int(i)]))
+        query = extract(sd.folder / entries[sd.q_rows[row]]["file"])
+        return copy_first(hits, query, lambda i: by_file(db_files[int(i)]))
 
     return verify
 

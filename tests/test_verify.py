@@ -27,7 +27,8 @@ def shop(tmp_path_factory):
     product_photo(images[shirt], (31, 58, 110)).save(root / "shirt-navy.jpg", quality=92)
     product_photo(images[shirt], (150, 40, 40)).save(root / "shirt-red.jpg", quality=92)
     for c in (1, 3, 7):
-        product_photo(images[int(np.flatnonzero(labels == c)[0])], (31, 58, 110)).save(root / f"item-{c}.jpg", quality=92)
+        item = int(np.flatnonzero(labels == c)[0])
+        product_photo(images[item], (31, 58, 110)).save(root / f"item-{c}.jpg", quality=92)
     return root
 
 

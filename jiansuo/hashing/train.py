@@ -138,8 +138,8 @@ def train_judged(features: np.ndarray, labels: Sequence[Hashable], bits: int = 4
     alone. The default ranking uses the learnt feature only when it was measurably better than both
     there (mAP@100 up by at least 0.01, P@10 not lower), and ``--mode hash`` re-ranks its candidates
     by the learnt feature only when it was measurably better than the plain one (else by the stored
-    vectors, as for ITQ, unless ``rerank`` is given): a layer may never make searches worse. Small labelled sets are where the
-    learnt feature over-fits. The figures are kept in ``layer.info``.
+    vectors, as for ITQ, unless ``rerank`` is given): a layer may never make searches worse. Small
+    labelled sets are where the learnt feature over-fits. The figures are kept in ``layer.info``.
     """
     x = np.asarray(features, dtype=np.float32)
     labels = [str(lab) for lab in labels]

@@ -129,13 +129,14 @@ def verify_pairs(pairs: dict[tuple[str, str], float], root: str | os.PathLike | 
     reason, once, and no pair with it is accepted.
     """
     skipped = [] if skipped is None else skipped
+    base = Path(root) if root else Path()
     features = file_features(root)  # an image is usually in a few pairs, in id order: a small cache
     bad: dict[str, str] = {}
 
     def present(item: str) -> bool:
         if item in bad:
             return False
-        if not (Path(root or "") / item).is_file():
+        if not (base / item).is_file():
             bad[item] = "file not found"
             return False
         return True

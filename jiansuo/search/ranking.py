@@ -66,7 +66,9 @@ def rank(store: VectorStore, queries: np.ndarray, k: int = 10, *, intent: str = 
     layer = store.hash_layer() if intent != "same" else None
     learned = layer if layer is not None and learned_ranking_helps(layer) else None
     depth = k if intent == "same" else max(k, QE_N, max(LEARNED_POOL, 4 * k) if learned is not None else 0)
-    plain = store.search(queries, max(depth, VERIFY_K) if verify else depth, mode=mode, allowed=allowed, **options)
+    if verify is not None:
+        depth = max(depth, VERIFY_K)
+    plain = store.search(queries, depth, mode=mode, allowed=allowed, **options)
     if verify is not None:
         plain = [Result(verify(n, r.hits), r.candidates, r.mode) for n, r in enumerate(plain)]
     if intent == "same":

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from ..features.local import LocalFeatures, compare
+from ..features.local import LocalFeatures, compare, extract
 from ..images import ImageError
 from .base import Hit
 
@@ -44,8 +44,6 @@ def file_features(root: str | os.PathLike | None, cache: int = FEATURE_CACHE) ->
 
     @lru_cache(maxsize=cache)
     def features(item: str) -> LocalFeatures | str:
-        from ..features.local import extract
-
         if not (base / item).is_file():
             return "file not found"
         try:

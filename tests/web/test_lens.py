@@ -71,14 +71,12 @@ class LensPageTests(CatalogTestCase):
         from django.core.cache import cache
 
         from jiansuo.web.catalog import photos, views
-        from jiansuo.web.history import store as history_store
 
         results = self.upload(query_photo("rocket")).url
         self.assertEqual(self.result_ids(self.client.get(results))[0], "rocket-1")
         cache.clear()
         # The site's network changed (another model, precision or quantisation): the saved vector is not used.
         with mock.patch.object(photos, "network_tag", return_value="another-net"), \
-                mock.patch.object(history_store, "network_tag", return_value="another-net"), \
                 mock.patch.object(views, "embed", wraps=views.embed) as embed:
             self.assertEqual(self.result_ids(self.client.get(results))[0], "rocket-1")
             cache.clear()

@@ -108,6 +108,16 @@ def network_tag() -> str:
     return hashlib.sha256(json.dumps(get_extractor().describe(), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def vector_file(folder: Path, token: str) -> Path:
+    """Where query ``token``'s vector made by the site's network is kept in ``folder``."""
+    return folder / f"{token}-{network_tag()}.npy"
+
+
+def vector_files(folder: Path, token: str) -> list[Path]:
+    """Every vector kept for query ``token`` in ``folder``, whatever network made it."""
+    return list(folder.glob(f"{token}-*.npy"))
+
+
 def query_cache_key(token: str, part: str = "") -> str:
     """The cache key of query ``token``'s vector (``part``: of one box of its photo, see .lens), made by
     the site's network (:func:`network_tag`)."""
@@ -116,8 +126,7 @@ def query_cache_key(token: str, part: str = "") -> str:
 
 def save_query_vector(token: str, vector: np.ndarray) -> None:
     """Keep the query's vector beside its photo, so its results never need the photo embedded again."""
-    atomic_write(_query_dir() / f"{token}-{network_tag()}.npy",
-                 lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32)))
+    atomic_write(vector_file(_query_dir(), token), lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32)))
 
 
 def query_vector(token: str) -> np.ndarray | None:
@@ -126,7 +135,7 @@ def query_vector(token: str) -> np.ndarray | None:
     if not _TOKEN.match(token or ""):
         return None
     try:
-        return np.load(_query_dir() / f"{token}-{network_tag()}.npy", allow_pickle=False)
+        return np.load(vector_file(_query_dir(), token), allow_pickle=False)
     except (OSError, ValueError):
         return None
 
@@ -169,7 +178,7 @@ def query_files(token: str) -> list[Path]:
     """The files kept for query ``token`` (its photo, its vector) that exist."""
     if not _TOKEN.match(token or ""):
         return []
-    return [p for p in (_query_dir() / f"{token}.jpg", *_query_dir().glob(f"{token}-*.npy")) if p.is_file()]
+    return [p for p in (_query_dir() / f"{token}.jpg", *vector_files(_query_dir(), token)) if p.is_file()]
 
 
 def restore_query(token: str, photo: bytes, vector: np.ndarray | None) -> None:

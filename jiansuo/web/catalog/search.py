@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from decimal import Decimal
+from functools import lru_cache
 
 import numpy as np
 from django.conf import settings

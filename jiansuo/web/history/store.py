@@ -29,7 +29,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from jiansuo.atomic import atomic_write
-from jiansuo.web.catalog.photos import network_tag, query_files, query_photo_path, query_vector, restore_query
+from jiansuo.web.catalog.photos import (query_files, query_photo_path, query_vector, restore_query, vector_file,
+                                        vector_files)
 
 from .models import HistoryEntry
 
@@ -59,7 +60,7 @@ def _entry_vector(token: str) -> np.ndarray | None:
     """The entry's own copy of its query vector (computed once, at upload), or None (also when the
     site's network has changed since: the photo is embedded again)."""
     try:
-        return np.load(history_dir() / f"{token}-{network_tag()}.npy", allow_pickle=False)
+        return np.load(vector_file(history_dir(), token), allow_pickle=False)
     except (OSError, ValueError):
         return None
 
@@ -90,7 +91,7 @@ def record_search(user: AbstractBaseUser, token: str, filters: Mapping[str, obje
     atomic_write(history_dir() / f"{token}.jpg", source.read_bytes())
     vector = query_vector(token)
     if vector is not None:
-        atomic_write(history_dir() / f"{token}-{network_tag()}.npy", lambda fh: np.save(fh, vector))
+        atomic_write(vector_file(history_dir(), token), lambda fh: np.save(fh, vector))
     entry = HistoryEntry.objects.create(user=user, token=token, filters=urlencode(dict(filters)))
     purge_expired(limit=LAZY_PURGE_BATCH)
     return entry
@@ -156,7 +157,7 @@ _last_purge = 0.0
 
 
 def _delete_files(token: str) -> None:
-    for path in [history_dir() / f"{token}.jpg", *history_dir().glob(f"{token}-*.npy")]:
+    for path in [history_dir() / f"{token}.jpg", *vector_files(history_dir(), token)]:
         path.unlink(missing_ok=True)
     # The catalogue's copies too: a deleted search's photo must not stay reachable for the rest of the day.
     for path in query_files(token):

@@ -71,7 +71,8 @@ class Command(BaseCommand):
         self.stdout.write(f"trained a supervised {layer.bits}-bit layer on {layer.info['trained_on']} photos of "
                           f"{len(set(labels))} categories")
         if judged:
-            self.stdout.write(f"held-out photos ({layer.info['judged_on']}): mAP@100 {judged['plain']['map100']:.3f} "
-                              f"plain, {judged['expanded']['map100']:.3f} with query expansion, {judged['learned']['map100']:.3f} with the learnt feature; "
+            self.stdout.write(f"held-out photos ({layer.info['judged_on']}): mAP@100 "
+                              f"{judged['plain']['map100']:.3f} plain, {judged['expanded']['map100']:.3f} with "
+                              f"query expansion, {judged['learned']['map100']:.3f} with the learnt feature; "
                               f"the search ranking uses the {layer.info['similar_ranking']} one")
         return layer
