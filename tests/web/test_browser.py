@@ -149,6 +149,16 @@ class BrowserTests(CaptchaTestMode, IsolatedSiteMixin, StaticLiveServerTestCase)
         page.click("text=Apply")
         page.wait_for_url("**min_price=100**")
         self.assertEqual(sorted(self.card_titles()), ["Chelsea (cat-1)", "Immunohistochemistry (cells-1)"])
+        # Rank for the closest photos, with the copy check; the choices stay on the page.
+        page.select_option("#id_intent", "same")
+        page.check("#id_verify")
+        page.click("text=Apply")
+        page.wait_for_url("**intent=same**")
+        self.assertEqual(self.card_titles()[0], "Chelsea (cat-1)")
+        self.assertTrue(page.is_checked("#id_verify"))
+        self.assertEqual(page.locator("#id_intent").input_value(), "same")
+        # A suggested box searches a part of the photo, which the copy check does not compare.
+        self.assertEqual(page.locator("[data-verify-off]").count(), 1 if "box=" in page.url else 0)
 
         # A product page and its similar products.
         page.click("[data-results] .card-title >> nth=0")

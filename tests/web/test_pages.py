@@ -143,6 +143,46 @@ class SearchPageTests(CatalogTestCase):
         self.assertContains(response, "lowest price is above the highest price")
         self.assertEqual(len(self.result_ids(response)), len(self.products))
 
+    def test_the_ranking_intent_and_the_copy_check_are_chosen_on_the_page(self):
+        from unittest import mock
+
+        from jiansuo.search import verify
+        from jiansuo.web.catalog.search import close_matches, embed, search_products
+
+        from .support import jpeg_bytes
+
+        self.login()
+        home = self.client.get(reverse("catalog:home"))
+        self.assertContains(home, 'name="intent"')
+        self.assertContains(home, 'name="verify"')
+        small = real_photo("rocket")
+        small.thumbnail((80, 80))
+        data = jpeg_bytes(small, 40)
+        first = self.search(data, intent="similar", verify="on")
+        self.assertIn("intent=similar", first.url)
+        self.assertIn("verify=True", first.url)
+        self.assertNotIn("box=", first.url)  # the copy check compares the whole photo: no suggested box
+        self.assertNotIn("intent=", self.search(data).url)  # the defaults stay out of the URL
+        vector = embed(data)
+        for intent in ("same", "similar"):
+            page = self.client.get(first.url.split("?")[0], {"intent": intent})
+            expected = close_matches(search_products(vector, settings.JIANSUO_RESULTS, intent=intent))[0]
+            self.assertEqual(self.result_ids(page), [h.product.item_id for h in expected], intent)
+            self.assertContains(page, f'<option value="{intent}" selected>')
+        with mock.patch.object(verify, "copy_first", wraps=verify.copy_first) as checked:
+            page = self.client.get(first.url)
+        self.assertTrue(checked.called)
+        self.assertEqual(self.result_ids(page)[0], "rocket-1")
+        self.assertContains(page, 'name="verify" id="id_verify" checked')
+        # The upload form for another photo carries the choices along.
+        self.assertContains(page, '<input type="hidden" name="intent" value="similar">', html=True)
+        self.assertContains(page, '<input type="hidden" name="verify" value="True">', html=True)
+        # The copy check compares whole photos: with a part of the photo it is off, and the page says so.
+        with mock.patch.object(verify, "copy_first", wraps=verify.copy_first) as checked:
+            page = self.client.get(first.url, {"verify": "on", "box": "0,0,0.5,1"})
+        self.assertFalse(checked.called)
+        self.assertContains(page, "data-verify-off")
+
     def test_unknown_or_expired_search_is_404(self):
         self.login()
         self.assertEqual(self.client.get("/search/" + "0" * 32 + "/").status_code, 404)

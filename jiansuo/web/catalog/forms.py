@@ -10,10 +10,17 @@ import numpy as np
 from PIL import Image
 
 from jiansuo.images import Box, ImageError, load_image
+from jiansuo.search.ranking import INTENTS
 
 from .middleware import too_large_message
 from .models import Product
 from .search import Filters, auto_box, embed
+
+# The site's words for the ranking intents, which are the CLI's and the API's.
+_INTENT_LABELS = {"both": _("This product first, then similar ones"),
+                  "same": _("The closest photos (other listings of it)"),
+                  "similar": _("Similar styles")}
+INTENT_CHOICES = [(intent, _INTENT_LABELS[intent]) for intent in INTENTS]
 
 
 def upload_bytes(upload) -> bytes:
@@ -66,7 +73,7 @@ def category_choices() -> list[tuple[str, str]]:
 
 
 class FilterForm(forms.Form):
-    """Category and price range; every field optional."""
+    """Category and price range, and how to rank (intent, copy check); every field optional."""
 
     category = forms.ChoiceField(label=_("Category"), required=False)
     min_price = forms.DecimalField(label=_("Lowest price"), required=False, min_value=0, max_digits=12,
@@ -75,6 +82,10 @@ class FilterForm(forms.Form):
     max_price = forms.DecimalField(label=_("Highest price"), required=False, min_value=0, max_digits=12,
                                    decimal_places=2, widget=forms.NumberInput(attrs={"step": "any",
                                                                                       "placeholder": "∞"}))
+
+    intent = forms.ChoiceField(label=_("Show"), required=False, choices=INTENT_CHOICES)
+    verify = forms.BooleanField(label=_("Find the very photo (checks the first results' pixels; slower)"),
+                                required=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -93,6 +104,11 @@ class FilterForm(forms.Form):
             return Filters()
         data = self.cleaned_data
         return Filters(data.get("category") or None, data.get("min_price"), data.get("max_price"))
+
+    def ranking(self) -> tuple[str, bool]:
+        """(intent, verify) as chosen; the defaults ("both", no copy check) for an invalid form."""
+        data = self.cleaned_data if self.is_valid() else {}
+        return data.get("intent") or "both", bool(data.get("verify"))
 
 
 class PhotoSearchForm(FilterForm):

@@ -65,9 +65,12 @@ def home(request: HttpRequest) -> HttpResponse:
             vector = photo_vector(form.photo_bytes)
             save_query_vector(token, vector)
             _remember_query(request, token, vector)
-            params = {k: v for k, v in form.cleaned_data.items() if k != "image" and v not in (None, "")}
-            # The suggested box of the photo as stored (the one the results crop), as a lens shows it.
-            box = auto_box(query_photo_path(token))
+            # The results URL carries only what differs from the defaults (filters, intent, verify).
+            params = {k: v for k, v in form.cleaned_data.items()
+                      if k != "image" and v not in (None, "", False) and (k, v) != ("intent", "both")}
+            # The suggested box of the photo as stored (the one the results crop), as a lens shows it;
+            # none when the copy check is asked for, which compares the whole photo.
+            box = None if form.cleaned_data.get("verify") else auto_box(query_photo_path(token))
             if box is not None:
                 params[lens.PARAM] = lens.box_param(box)
             history.record_search(request.user, token, params)  # history: keep a signed-in user's search
@@ -103,8 +106,13 @@ def results(request: HttpRequest, token: str) -> HttpResponse:
         context.update(box=lens.box_param(box), box_frame=lens.frame(box),
                        clear_url=_results_url(token, urlencode({lens.PARAM: lens.box_param(box)})))
     filters = form.filters()
+    intent, verify = form.ranking()
+    # The copy check compares the whole photo's pixels, as the CLI's and the API's: not a part of it.
+    photo = query_photo_path(token) if verify and box is None else None
+    context["verify_off"] = verify and box is not None
     # Only close matches are shown (JIANSUO_MIN_SIMILARITY); "no close match" when none is.
-    hits, weak = close_matches(search_products(vector, settings.JIANSUO_RESULTS, filters))
+    hits, weak = close_matches(search_products(vector, settings.JIANSUO_RESULTS, filters, intent=intent,
+                                               verify_photo=photo.read_bytes() if photo else None))
     context.update(hits=hits, weak=weak, filtered=filters.active)
     return render(request, "catalog/results.html", context)
 
