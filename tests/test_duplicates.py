@@ -179,3 +179,40 @@ def test_a_variant_sharing_most_of_a_picture_is_not_a_copy(shop, tmp_path):
     # The unchanged three quarters still align by keypoints: it is the pixels that say no.
     transform, inliers = local.affine(original_cat, local.extract(tmp_path / "changed.jpg"))
     assert transform is not None and inliers >= local.MIN_INLIERS
+
+
+def _wallpaper(w: int, h: int, glow: tuple[float, float], colour: tuple[int, int, int]) -> Image.Image:
+    """A flat desktop wallpaper: a dark gradient with one soft glow, too smooth for keypoints."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = np.hypot(x / w - glow[0], y / h - glow[1])
+    light = np.clip(1.2 - 2.2 * d, 0, 1)[..., None]
+    base = np.array([12, 14, 30], np.float32) + 0.15 * np.float32(y / h)[..., None] * 255
+    return Image.fromarray(np.clip(base + light * np.array(colour, np.float32), 0, 255).astype(np.uint8))
+
+
+def test_a_crop_too_plain_for_keypoints_is_placed_within_its_picture(tmp_path):
+    """A crop of a smooth wallpaper has no keypoints to align; where it correlates with a part of the
+    original settles it. Another wallpaper of the same kind, and a blank crop, are not copies."""
+    from jiansuo.features import local
+    from jiansuo.search.duplicates import DEFAULT_RULE
+
+    limit = DEFAULT_RULE.max_disagreement
+    wall = _wallpaper(1600, 900, (0.3, 0.4), (90, 60, 160))
+    wall.save(tmp_path / "wall.png")
+    wall.crop((200, 150, 1250, 750)).save(tmp_path / "crop.jpg", quality=85)
+    _wallpaper(1600, 900, (0.7, 0.6), (90, 60, 160)).save(tmp_path / "other.png")
+    original, crop, other = (local.extract(tmp_path / n) for n in ("wall.png", "crop.jpg", "other.png"))
+    transform, inliers = local.affine(crop, original)
+    assert transform is None or inliers < local.MIN_INLIERS        # the keypoints cannot align it
+    for found in (local.compare(crop, original), local.compare(original, crop)):
+        assert found.disagreement <= limit and found.inliers == 0
+    placed = local.placement(crop, original)                        # about where and how large it was cut
+    assert placed is not None
+    assert np.allclose(np.diag(placed[:, :2]), 1050 / 1600, rtol=0.1)
+    assert np.allclose(placed[:, 2], np.array([200, 150]) * local.SIDE / 1600, atol=12)
+    assert local.compare(crop, other).disagreement > limit
+    # A blank crop (the dark corner alone) matches every dark area: it is not placed.
+    Image.new("RGB", (600, 400), (12, 14, 30)).save(tmp_path / "blank.jpg", quality=85)
+    blank = local.extract(tmp_path / "blank.jpg")
+    assert local.placement(blank, original) is None
+    assert local.compare(blank, original).disagreement > limit

@@ -6,7 +6,9 @@ as a photo and its cropped, re-encoded copy. A copy is the same picture up to on
 transform, so a pair is checked in two steps:
 
 1. align: either the frames themselves (a re-encoded or resized copy keeps the picture's aspect), or
-   one affine transform fitted by RANSAC to matched ORB keypoints (binary, no weights to ship);
+   one affine transform fitted by RANSAC to matched ORB keypoints (binary, no weights to ship), or,
+   when there are too few keypoints for that (a crop of a flat wallpaper, gradient or studio
+   backdrop), the place and scale where one picture best correlates with a part of the other;
 2. compare: the first image warped onto the second, both small and blurred (JPEG blocks and
    resampling differ, the picture does not), and the share of the overlap whose colours differ
    counted. A copy differs only where a watermark was added; a different product differs where it
@@ -48,6 +50,18 @@ PIXEL_TOL = 25
 FRAME_ASPECT = 1.11
 #: The overlap compared must cover at least this share of the smaller picture.
 MIN_OVERLAP = 0.15
+#: Placing a picture within another (a crop without keypoints): scales tried from the largest that
+#: fits down to 1 / MAX_SCALE, this factor apart, on thumbs reduced by PLACE_COARSE; then the best
+#: refined at full thumb size within PLACE_REFINE steps of 1% either way.
+PLACE_STEP = 1.06
+PLACE_COARSE = 2
+PLACE_REFINE = 2
+#: A placement is compared only where it correlates at least this well: a blank part of a picture
+#: (a white backdrop) correlates with nothing, and would otherwise agree with any mostly white crop.
+PLACE_MIN_CORRELATION = 0.8
+#: Nor is a picture this plain placed (the standard deviation of its grey thumb, 0-255): a blank crop
+#: correlates perfectly with every blank area, so its place says nothing.
+PLACE_MIN_CONTRAST = 4.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,8 @@ def extract(source: str | os.PathLike | bytes, *, n_features: int = N_FEATURES) 
 def compare(a: LocalFeatures, b: LocalFeatures, *, enough: float = 0.0) -> Comparison:
     """Align ``a`` onto ``b`` and return the lower disagreement found: by their frames when their
     aspects agree, then (unless that already came to ``enough`` or less) by keypoints (:func:`affine`,
-    when it explains at least :data:`MIN_INLIERS` matches)."""
+    when it explains at least :data:`MIN_INLIERS` matches), and when the keypoints give no alignment,
+    by placing either picture within the other (:func:`placement`)."""
     (wa, ha), (wb, hb) = a.frame, b.frame
     best = Comparison(1.0, 0)
     if max(wa / ha, wb / hb) <= FRAME_ASPECT * min(wa / ha, wb / hb):
@@ -124,7 +139,63 @@ def compare(a: LocalFeatures, b: LocalFeatures, *, enough: float = 0.0) -> Compa
             fitted = disagreement(a, b, transform)
             if fitted < best.disagreement:
                 best = Comparison(fitted, inliers)
+        else:
+            for transform in (placement(a, b), _inverse(placement(b, a))):
+                if best.disagreement > enough and transform is not None:
+                    best = min(best, Comparison(disagreement(a, b, transform), 0), key=lambda c: c.disagreement)
     return best
+
+
+def placement(a: LocalFeatures, b: LocalFeatures) -> np.ndarray | None:
+    """The transform (2×3, ``a``'s frame to ``b``'s: a scale and a shift) that puts ``a`` where it
+    correlates best with a part of ``b``, as a crop of ``b`` would lie; None when ``a`` cannot be
+    ``b``'s crop (it would have to shrink by more than :data:`MAX_SCALE`) or correlates nowhere
+    (:data:`PLACE_MIN_CORRELATION`), or is too plain to place (:data:`PLACE_MIN_CONTRAST`).
+
+    For pictures with too few keypoints to fit :func:`affine` to; normalised cross-correlation of the
+    grey thumbs, coarse to fine (:data:`PLACE_STEP`, :data:`PLACE_COARSE`, :data:`PLACE_REFINE`). The
+    pixel comparison, not the correlation, then says whether it is a copy.
+    """
+    cv2 = _cv2()
+    ga, gb = (cv2.cvtColor(x.thumb, cv2.COLOR_RGB2GRAY) for x in (a, b))
+    (ha, wa), (hb, wb) = ga.shape, gb.shape
+    largest = min(wb / wa, hb / ha)
+    if largest < 1 / MAX_SCALE or ga.std() < PLACE_MIN_CONTRAST:
+        return None
+    scales = largest / PLACE_STEP ** np.arange(int(np.log(largest * MAX_SCALE) / np.log(PLACE_STEP)) + 1)
+    shrink = [cv2.resize(g, (max(1, g.shape[1] // PLACE_COARSE), max(1, g.shape[0] // PLACE_COARSE)),
+                         interpolation=cv2.INTER_AREA) for g in (ga, gb)]
+    coarse = _best_place(shrink[0], shrink[1], scales)
+    if coarse is None:
+        return None
+    fine = _best_place(ga, gb, [s for s in coarse[1] * 1.01 ** np.arange(-PLACE_REFINE, PLACE_REFINE + 1)
+                                if s <= largest])
+    if fine is None or fine[0] < PLACE_MIN_CORRELATION:
+        return None
+    _, _, (sx, sy), (x, y) = fine
+    return np.array([[sx, 0, x * SIDE / THUMB], [0, sy, y * SIDE / THUMB]])
+
+
+def _best_place(small: np.ndarray, large: np.ndarray, scales) -> tuple | None:
+    """(correlation, scale, (x scale, y scale) as rounded, (x, y) in ``large``) of the best placement
+    of ``small`` resized by one of ``scales`` within ``large``; None when none fits."""
+    cv2 = _cv2()
+    h, w = small.shape
+    best = None
+    for s in scales:
+        tw, th = round(w * s), round(h * s)
+        if tw < 6 or th < 6 or tw > large.shape[1] or th > large.shape[0]:
+            continue
+        fit = cv2.matchTemplate(large, cv2.resize(small, (tw, th), interpolation=cv2.INTER_AREA),
+                                cv2.TM_CCOEFF_NORMED)
+        _, score, _, at = cv2.minMaxLoc(fit)
+        if best is None or score > best[0]:
+            best = (score, s, (tw / w, th / h), at)
+    return best
+
+
+def _inverse(transform: np.ndarray | None) -> np.ndarray | None:
+    return None if transform is None else _cv2().invertAffineTransform(transform)
 
 
 def affine(a: LocalFeatures, b: LocalFeatures) -> tuple[np.ndarray | None, int]:

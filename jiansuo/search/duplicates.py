@@ -5,7 +5,8 @@ Three steps, none of which compares all pairs:
 1. candidates: each image's ``k`` nearest neighbours (the store's own search, so the ANN graph of a
    large index folder or pgvector's HNSW), kept when their cosine reaches the threshold;
 2. verification (:class:`Rule`): a pair is accepted on its cosine alone when that is very high, else
-   only when the two files, aligned (by their frames, or by ORB keypoints and one affine transform),
+   only when the two files, aligned (by their frames, by ORB keypoints and one affine transform, or,
+   too plain for keypoints, by placing one within the other),
    agree pixel by pixel over their overlap (:mod:`jiansuo.features.local`); two different products
    photographed alike pass the first test but not the second;
 3. groups: accepted pairs joined transitively (union-find); a group's score is the lowest cosine of
