@@ -140,8 +140,9 @@ def compare(a: LocalFeatures, b: LocalFeatures, *, enough: float = 0.0) -> Compa
             if fitted < best.disagreement:
                 best = Comparison(fitted, inliers)
         else:
-            for transform in (placement(a, b), _inverse(placement(b, a))):
-                if best.disagreement > enough and transform is not None:
+            for place in (lambda: placement(a, b), lambda: _inverse(placement(b, a))):
+                transform = place() if best.disagreement > enough else None   # the second only if needed
+                if transform is not None:
                     best = min(best, Comparison(disagreement(a, b, transform), 0), key=lambda c: c.disagreement)
     return best
 
