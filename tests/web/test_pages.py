@@ -163,6 +163,7 @@ class SearchPageTests(CatalogTestCase):
         self.assertIn("verify=True", first.url)
         self.assertNotIn("box=", first.url)  # the copy check compares the whole photo: no suggested box
         self.assertNotIn("intent=", self.search(data).url)  # the defaults stay out of the URL
+        self.assertIn("min_price=0", self.search(data, min_price="0").url)  # a chosen 0 is not a default
         vector = embed(data)
         for intent in ("same", "similar"):
             page = self.client.get(first.url.split("?")[0], {"intent": intent})

@@ -66,8 +66,9 @@ def home(request: HttpRequest) -> HttpResponse:
             save_query_vector(token, vector)
             _remember_query(request, token, vector)
             # The results URL carries only what differs from the defaults (filters, intent, verify).
+            # (`v is not False`, not `in`: a lowest price of 0 equals False and stays.)
             params = {k: v for k, v in form.cleaned_data.items()
-                      if k != "image" and v not in (None, "", False) and (k, v) != ("intent", "both")}
+                      if k != "image" and v not in (None, "") and v is not False and (k, v) != ("intent", "both")}
             # The suggested box of the photo as stored (the one the results crop), as a lens shows it;
             # none when the copy check is asked for, which compares the whole photo.
             box = None if form.cleaned_data.get("verify") else auto_box(query_photo_path(token))
