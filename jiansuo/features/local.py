@@ -140,11 +140,17 @@ def compare(a: LocalFeatures, b: LocalFeatures, *, enough: float = 0.0) -> Compa
             if fitted < best.disagreement:
                 best = Comparison(fitted, inliers)
         else:
-            for place in (lambda: placement(a, b), lambda: _inverse(placement(b, a))):
-                transform = place() if best.disagreement > enough else None   # the second only if needed
-                if transform is not None:
-                    best = min(best, Comparison(disagreement(a, b, transform), 0), key=lambda c: c.disagreement)
+            best = _placed(a, b, best, placement(a, b))
+            if best.disagreement > enough:
+                best = _placed(a, b, best, _inverse(placement(b, a)))
     return best
+
+
+def _placed(a: LocalFeatures, b: LocalFeatures, best: Comparison, transform: np.ndarray | None) -> Comparison:
+    """``best``, or the placement ``transform`` (``a``'s frame to ``b``'s) when it disagrees less."""
+    if transform is None:
+        return best
+    return min(best, Comparison(disagreement(a, b, transform), 0), key=lambda c: c.disagreement)
 
 
 def placement(a: LocalFeatures, b: LocalFeatures) -> np.ndarray | None:
