@@ -96,7 +96,7 @@ def _code_hash(funcs) -> str:
 # Read once at import: inspect reads the file again on each call, and an edit during a run would then
 # give the right name to the wrong lines.
 _CODE = _code_hash([lv.fit_square, lv.resize_centre_crop, lv.to_input, lv._build_pooled])
-_FRAMING_CODE = [lv.frame, lv.object_box, lv._fill_region, lv._backdrop_distance, lv._max_abs_diff, lv._ring_mask]
+_FRAMING_CODE = [lv.frame, lv.object_box, lv._fill_region, lv._grow, lv._backdrop_distance, lv._max_abs_diff, lv._ring_mask]
 _CODE_FRAMED = _code_hash([lv.fit_square, lv.resize_centre_crop, lv.to_input, lv._build_pooled, *_FRAMING_CODE])
 # Framing code whose crop decisions were checked identical, on all 12,025 images of the full sets, to an
 # earlier version's: its embeddings stay valid under that version's key (a speed-up must not re-embed).

@@ -29,7 +29,7 @@ from PIL import Image
 
 # The framing rule measured here is the product's own (jiansuo/framing.py, moved there as it was).
 from jiansuo.framing import (  # noqa: E402,F401
-    Framing, _backdrop_distance, _fill_region, _max_abs_diff, _ring_mask, frame, object_box,
+    Framing, _backdrop_distance, _fill_region, _grow, _max_abs_diff, _ring_mask, frame, object_box,
 )
 
 

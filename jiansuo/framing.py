@@ -36,6 +36,8 @@ class Framing:
     min_luma: float = 100.0  # backdrops darker than this (mean of the backdrop colour's channels) are not framed
     fill_band: float = 0.12  # pure black/white pixels this close to an edge (share of the side) are rotation or
     #                          scan fill, neither backdrop nor object (0: off)
+    fill_blend: int = 2      # thumbnail pixels beyond the pure fill that count as fill too: the rotated edge's
+    #                          antialiasing and JPEG ringing, whatever their colour
 
     def key(self) -> dict:
         return asdict(self)
@@ -92,10 +94,10 @@ def _backdrop_distance(a: np.ndarray, use: np.ndarray, tol: float, uniform: floa
     return _max_abs_diff(a, bg)
 
 
-def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float) -> np.ndarray:
-    """The corners a rotation or a scan filled in: pure black or pure white (and their blend with the
-    backdrop along the rotated edge), connected to the image edge, within ``band`` of it. Neither
-    backdrop nor object."""
+def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float, blend: int) -> np.ndarray:
+    """The corners a rotation or a scan filled in: pure black or pure white connected to the image edge
+    within ``band`` of it, and the ``blend`` pixels beyond it (the rotated edge, antialiased and
+    JPEG-ringed). Neither backdrop nor object."""
     _, h, w = a.shape
     none = np.zeros((h, w), dtype=bool)
     # First on the ring pixels alone: most photos have no fill, and this is all they cost.
@@ -116,22 +118,29 @@ def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float) -> np
     near = np.zeros((h, w), dtype=bool)
     bh, bw = max(2, round(band * h)), max(2, round(band * w))
     near[:bh], near[-bh:], near[:, :bw], near[:, -bw:] = True, True, True, True
-    cand = np.zeros((h, w), dtype=bool)
+    pure = np.zeros((h, w), dtype=bool)
     for fill in (0.0, 255.0):
         if np.abs(bg - fill).max() <= 2 * tol:   # the backdrop itself is this colour: it is no fill
             continue
-        d = (bg - fill).astype(np.float32)[:, None, None]
-        t = np.clip(((a - fill) * d).sum(axis=0) / float((d * d).sum()), 0.0, 1.0)
-        cand |= np.abs(a - fill - t * d).max(axis=0) <= tol
-    cand &= near & (_max_abs_diff(a, bg) > tol)
-    region = cand & ring
-    for _ in range(max(bh, bw)):                 # grow from the edge through candidate pixels
+        pure |= (a.max(axis=0) <= 24) if fill == 0.0 else (a.min(axis=0) >= 245)
+    pure &= near & (_max_abs_diff(a, bg) > tol)
+    # The wedge itself is pure fill; only its edge blends with the backdrop. Growing through blend
+    # pixels would also take in a backdrop that darkens towards a corner (a blend of black with the
+    # backdrop colour is just a darker shade of it), so the blend is a fixed band along the wedge.
+    region = _grow(pure & ring, pure, max(bh, bw))
+    return _grow(region, near, blend)
+
+
+def _grow(region: np.ndarray, within: np.ndarray, steps: int) -> np.ndarray:
+    """``region`` grown (4-connected) through ``within`` pixels, at most ``steps`` times."""
+    for _ in range(steps):
         grown = region.copy()
         grown[1:] |= region[:-1]
         grown[:-1] |= region[1:]
         grown[:, 1:] |= region[:, :-1]
         grown[:, :-1] |= region[:, 1:]
-        grown &= cand
+        grown &= within
+        grown |= region
         if np.array_equal(grown, region):
             break
         region = grown
@@ -151,7 +160,7 @@ def object_box(img: Image.Image, f: Framing = Framing()) -> tuple[tuple[int, int
         return None
     a = np.asarray(small, dtype=np.float32).transpose(2, 0, 1)       # (3, H, W) view
     ring = _ring_mask(a.shape[1], a.shape[2], f.ring)
-    fill = _fill_region(a, ring, f.tol, f.fill_band) if f.fill_band > 0 else None
+    fill = _fill_region(a, ring, f.tol, f.fill_band, f.fill_blend) if f.fill_band > 0 else None
     use = ring if fill is None else ring & ~fill
     if np.count_nonzero(use) < 0.4 * np.count_nonzero(ring):
         return None

@@ -67,6 +67,23 @@ def test_rotation_fill_is_neither_backdrop_nor_object():
     assert 250 <= x0 <= 310 and 490 <= x1 <= 550 and 100 <= y0 <= 160 and 440 <= y1 <= 500
 
 
+@pytest.mark.parametrize("angle, fill", [(5, (0, 0, 0)), (-4, (0, 0, 0)), (6, (255, 255, 255))])
+def test_rotation_fill_on_a_backdrop_darkening_to_a_corner(angle, fill):
+    # A darker shade of the backdrop is also a blend of it with black: only the pure fill and the
+    # rotated edge beside it may count as fill, or the dark half of the backdrop is taken for fill
+    # and the copy is left whole while its original is framed.
+    h, w = 600, 1000
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    arr = np.asarray((130, 200, 235), np.float32) * (1.0 - 0.25 * (xx / w + yy / h))[..., None]
+    arr[220:380, 420:580] = np.stack([200 + 40 * np.sin(xx[220:380, 420:580] / 9.0), 90 + 0 * xx[220:380, 420:580],
+                                      40 + 30 * np.cos(yy[220:380, 420:580] / 7.0)], -1)
+    shot = _jpeg(Image.fromarray(arr.clip(0, 255).astype(np.uint8)))
+    (x0, y0, x1, y1), _ = lv.object_box(shot)
+    assert 390 <= x0 <= 420 and 580 <= x1 <= 610 and 190 <= y0 <= 220 and 380 <= y1 <= 410
+    (x0, y0, x1, y1), _ = lv.object_box(_jpeg(shot.rotate(angle, resample=Image.BICUBIC, fillcolor=fill)))
+    assert 380 <= x0 <= 420 and 580 <= x1 <= 620 and 180 <= y0 <= 220 and 380 <= y1 <= 420
+
+
 def test_framing_is_deterministic_and_fast():
     import time
 
