@@ -233,9 +233,9 @@ def _add_search(sub) -> None:
                    help="search with the part of each photo that matches the catalogue best (the product in a "
                         "shopper's photo of a room or an outfit); photos that are the product stay whole")
     p.add_argument("--verify", action="store_true",
-                   help="check the first 5 results against each photo's pixels (aligned as duplicates are) and put "
+                   help="check the first 16 results against each photo's pixels (aligned as duplicates are) and put "
                         "the one that is a copy of it first: small, rotated and cropped copies are found first more "
-                        "often; reads those results' files (under the index's root), about 10 ms each")
+                        "often; reads those results' files (under the index's root), about 15 ms each")
     p.set_defaults(func=_cmd_search)
 
 

@@ -64,7 +64,7 @@ class SearchRequestSerializer(FilterSerializer):
 
     verify = serializers.BooleanField(
         required=False, default=False,
-        help_text="check the first 5 results against the photo's pixels and put the one it is a copy of first "
+        help_text="check the first 16 results against the photo's pixels and put the one it is a copy of first "
                   "(a small, turned or cropped copy of a listing photo); slower, and only for the whole photo")
 
     def validate(self, data):
