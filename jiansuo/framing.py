@@ -43,6 +43,10 @@ class Framing:
         return asdict(self)
 
 
+#: Pure fill: every channel at most _BLACK, or at least _WHITE.
+_BLACK, _WHITE = 24, 245
+
+
 def _ring_mask(h: int, w: int, ring: int) -> np.ndarray:
     mask = np.zeros((h, w), dtype=bool)
     mask[:ring], mask[-ring:], mask[:, :ring], mask[:, -ring:] = True, True, True, True
@@ -103,7 +107,7 @@ def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float, blend
     # First on the ring pixels alone: most photos have no fill, and this is all they cost.
     rp = a[:, ring]                                                   # (3, M)
     n_ring = rp.shape[1]
-    r_black, r_white = rp.max(axis=0) <= 24, rp.min(axis=0) >= 245
+    r_black, r_white = rp.max(axis=0) <= _BLACK, rp.min(axis=0) >= _WHITE
     keep = ~r_black
     if np.count_nonzero(keep) < 0.3 * n_ring:
         return none                               # a black backdrop, or black all round: nothing to tell apart
@@ -119,10 +123,11 @@ def _fill_region(a: np.ndarray, ring: np.ndarray, tol: float, band: float, blend
     bh, bw = max(2, round(band * h)), max(2, round(band * w))
     near[:bh], near[-bh:], near[:, :bw], near[:, -bw:] = True, True, True, True
     pure = np.zeros((h, w), dtype=bool)
-    for fill in (0.0, 255.0):
-        if np.abs(bg - fill).max() <= 2 * tol:   # the backdrop itself is this colour: it is no fill
-            continue
-        pure |= (a.max(axis=0) <= 24) if fill == 0.0 else (a.min(axis=0) >= 245)
+    # A colour the backdrop itself (nearly) is cannot be told from it: it is no fill.
+    if np.abs(bg - 0.0).max() > 2 * tol:
+        pure |= a.max(axis=0) <= _BLACK
+    if np.abs(bg - 255.0).max() > 2 * tol:
+        pure |= a.min(axis=0) >= _WHITE
     pure &= near & (_max_abs_diff(a, bg) > tol)
     # The wedge itself is pure fill; only its edge blends with the backdrop. Growing through blend
     # pixels would also take in a backdrop that darkens towards a corner (a blend of black with the
